@@ -1,0 +1,80 @@
+"""Every error the API answers is RFC 9457 problem+json; nothing escapes as HTML or a traceback."""
+
+import logging
+
+import orjson
+from flask import Flask, Response
+from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from werkzeug.exceptions import HTTPException
+
+from shared.schemas import Problem
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_ERRORS = 50
+RETRY_UNAVAILABLE_SECONDS = 5
+
+
+class ProblemError(Exception):
+    """Raise to answer with a problem; `errors` point at faults in the request."""
+
+    def __init__(self, problem: Problem, headers: dict[str, str] | None = None):
+        super().__init__(problem.detail)
+        self.problem = problem
+        self.headers = headers or {}
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
+    body = orjson.dumps(problem.model_dump(exclude_none=True))
+    return Response(body, problem.status, headers=headers, mimetype="application/problem+json")
+
+
+def json_pointer(loc: tuple[str | int, ...]) -> str:
+    """Turn a pydantic location into an RFC 6901 JSON pointer: ("input", 3) -> "/input/3"."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
+
+
+def invalid_request(error: ValidationError) -> ProblemError:
+    """A 422 whose `errors` point at each fault (the first MAX_REPORTED_ERRORS of them)."""
+    faults = error.errors(include_url=False, include_input=False, include_context=False)
+    shown = faults[:MAX_REPORTED_ERRORS]
+    detail = f"the request has {len(faults)} error{'s' if len(faults) > 1 else ''}"
+    if len(faults) > len(shown):
+        detail += f"; the first {len(shown)} are listed"
+    errors = [{"loc": json_pointer(fault["loc"]), "msg": fault["msg"], "type": fault["type"]} for fault in shown]
+    problem = Problem(type="/problems/invalid-request", title="Invalid request", status=422, detail=detail, errors=errors)
+    return ProblemError(problem)
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers that render every error as problem+json."""
+
+    @app.errorhandler(ProblemError)
+    def _problem(error: ProblemError) -> Response:
+        return problem_response(error.problem, error.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Response:
+        problem = Problem(title=error.name, status=error.code or 500, detail=error.description or error.name)
+        headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
+        return problem_response(problem, headers)
+
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeoutError)
+    def _redis_unavailable(error: Exception) -> Response:
+        log.warning("redis unavailable: %s", error)
+        problem = Problem(
+            type="/problems/unavailable",
+            title="Service Unavailable",
+            status=503,
+            detail="the job store (Redis) is not reachable; retry shortly",
+        )
+        return problem_response(problem, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)})
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        problem = Problem(title="Internal Server Error", status=500, detail="an unexpected error occurred; it has been logged")
+        return problem_response(problem)

@@ -1,0 +1,26 @@
+"""What the views need at run time, built once by the app factory: settings, job store, task queue."""
+
+from dataclasses import dataclass
+
+from celery import Celery
+from flask import current_app
+
+from shared.jobstore import JobStore
+from shared.schemas import Limits
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    store: JobStore
+    queue: Celery
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_matrix_elements=self.settings.max_matrix_elements, max_epochs=self.settings.max_epochs)
+
+
+def runtime() -> Runtime:
+    """The Runtime of the app handling the current request."""
+    return current_app.extensions["convq"]

@@ -1,0 +1,249 @@
+"""The Redis job store: the only module that knows Redis keys, and the single source of truth of a job's state.
+
+A job is four keys, all expiring `ttl` seconds after the job's last change:
+
+    convq:job:<id>          hash: id, kind, status, timestamps, epochs, attempts, cancel flag, error
+    convq:job:<id>:request  the validated request as JSON, written once at submission
+    convq:job:<id>:result   the result as JSON, written once by the attempt that finishes the job
+    convq:job:<id>:losses   list: the loss of epoch i at index i - 1
+
+Workers may be killed and messages redelivered, so every state change is one
+Lua script that checks the state it expects: an attempt number guards the
+writes of each run, a loss is appended only if it is the next epoch's, and
+only the current attempt may finish a job.
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+from redis import Redis
+
+from shared.schemas import JobKind, Problem
+from shared.settings import Settings
+
+_PREFIX = "convq:job:"
+
+
+def _keys(job_id: str) -> list[str]:
+    """The job's keys, in the order the Lua scripts take them: record, request, result, losses."""
+    record = _PREFIX + job_id
+    return [record, record + ":request", record + ":result", record + ":losses"]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# KEYS: record, request, result, losses. ARGV[1]: ttl.
+_EXPIRE_ALL = """
+for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[1]) end
+"""
+
+# ARGV: ttl, now, max_attempts. Returns {attempt, request} or {0, reason}.
+_START = _EXPIRE_ALL + """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {0, 'gone'} end
+if status ~= 'queued' and status ~= 'running' then return {0, status} end
+local request = redis.call('GET', KEYS[2])
+if not request then return {0, 'gone'} end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if attempt > tonumber(ARGV[3]) then return {-attempt, 'exhausted'} end
+redis.call('HSET', KEYS[1], 'status', 'running')
+redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
+return {attempt, request}
+"""
+
+# ARGV: ttl, attempt, epoch, loss. Returns 1 to go on, 0 to stop (cancelled or superseded).
+_RECORD_EPOCH = """
+if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[2] then return 0 end
+if redis.call('LLEN', KEYS[4]) == tonumber(ARGV[3]) - 1 then
+  redis.call('RPUSH', KEYS[4], ARGV[4])
+  redis.call('EXPIRE', KEYS[4], ARGV[1])
+end
+if redis.call('HGET', KEYS[1], 'cancel_requested') then return 0 end
+return 1
+"""
+
+# ARGV: ttl, attempt (or '' for any), now, status, result JSON, error JSON.
+# A success asked to cancel becomes cancelled. Returns the final status, or false if not this attempt's to finish.
+_FINISH = _EXPIRE_ALL + """
+local record = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'cancel_requested')
+if not record[1] or record[1] ~= 'running' and record[1] ~= 'queued' then return false end
+if ARGV[2] ~= '' and record[2] ~= ARGV[2] then return false end
+local status = ARGV[4]
+if status == 'succeeded' and record[3] then status = 'cancelled' end
+redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[3])
+if status == 'succeeded' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[1]) end
+if status == 'failed' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
+return status
+"""
+
+# ARGV: ttl, now. A queued job is cancelled at once; a running one is flagged. Returns the status after, or false.
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2])
+  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[1]) end
+  return 'cancelled'
+end
+if status == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
+return status
+"""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job by a worker: the request to run, and the number that guards this run's writes."""
+
+    job_id: str
+    number: int
+    request: bytes
+
+
+class AttemptsExhausted(Exception):
+    """A job was started more times than allowed: its worker died on every attempt."""
+
+
+class JobStore:
+    """Jobs in Redis. The connection is passed in; nothing here is global."""
+
+    def __init__(self, redis: Redis, ttl_seconds: int, max_attempts: int = 3):
+        self.redis = redis
+        self.ttl = ttl_seconds
+        self.max_attempts = max_attempts
+        self._start = redis.register_script(_START)
+        self._record_epoch = redis.register_script(_RECORD_EPOCH)
+        self._finish = redis.register_script(_FINISH)
+        self._cancel = redis.register_script(_CANCEL)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "JobStore":
+        """Connect as the settings say, with timeouts so that a lost Redis fails fast instead of hanging."""
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
+            health_check_interval=30,
+        )
+        return cls(redis, settings.job_ttl_seconds, settings.max_attempts)
+
+    # --- used by the API -------------------------------------------------------------------
+
+    def create(self, kind: JobKind, request_json: bytes, epochs: int | None = None) -> dict:
+        """Store a new queued job and its request; return the job as the API shows it."""
+        job_id = str(uuid.uuid4())
+        record = {"id": job_id, "kind": kind, "status": "queued", "created_at": _now(), "attempts": 0}
+        if epochs is not None:
+            record["epochs"] = epochs
+        record_key, request_key, _, _ = _keys(job_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(record_key, mapping=record)
+            pipe.expire(record_key, self.ttl)
+            pipe.set(request_key, request_json, ex=self.ttl)
+            pipe.execute()
+        return self._view({key: str(value) for key, value in record.items()}, None, 0, None)
+
+    def discard(self, job_id: str) -> None:
+        """Remove a job that could not be queued."""
+        self.redis.delete(*_keys(job_id))
+
+    def get(self, job_id: str) -> dict | None:
+        """Return the job as the API shows it, its result spliced in as raw JSON, or None if unknown or expired."""
+        record_key, _, result_key, losses_key = _keys(job_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(record_key)
+            pipe.get(result_key)
+            pipe.llen(losses_key)
+            pipe.lindex(losses_key, -1)
+            record, result, epochs_done, last_loss = pipe.execute()
+        if not record:
+            return None
+        fields = {key.decode(): value.decode() for key, value in record.items()}
+        return self._view(fields, result, epochs_done, last_loss)
+
+    def losses(self, job_id: str, since: int) -> dict | None:
+        """Return the losses of the epochs after `since` with the job's status, or None if unknown."""
+        record_key, _, _, losses_key = _keys(job_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(record_key, "status", "epochs", "kind")
+            pipe.lrange(losses_key, since, -1)
+            pipe.llen(losses_key)
+            (status, epochs, kind), losses, epochs_done = pipe.execute()
+        if status is None:
+            return None
+        return {
+            "kind": kind.decode(),
+            "losses": [float(loss) for loss in losses],
+            "since": since,
+            "epochs_done": epochs_done,
+            "epochs": int(epochs or 0),
+            "status": status.decode(),
+        }
+
+    def cancel(self, job_id: str) -> str | None:
+        """Cancel a queued job, ask a running one to stop; return the status after, or None if unknown."""
+        status = self._cancel(keys=_keys(job_id), args=[self.ttl, _now()])
+        return status.decode() if status else None
+
+    def ping(self) -> bool:
+        return bool(self.redis.ping())
+
+    # --- used by workers -------------------------------------------------------------------
+
+    def start(self, job_id: str) -> Attempt | None:
+        """Begin an attempt at a queued (or redelivered running) job; None if it is finished, cancelled or gone.
+
+        Raises AttemptsExhausted, after failing the job, when this would be one attempt too many.
+        """
+        number, payload = self._start(keys=_keys(job_id), args=[self.ttl, _now(), self.max_attempts])
+        if number < 0:
+            detail = (
+                f"the job was started {-number - 1} times and its worker died each time "
+                "(killed, out of memory or over the time limit); it will not be retried"
+            )
+            self.fail(job_id, None, Problem(type="/problems/worker-lost", title="Worker lost", status=500, detail=detail))
+            raise AttemptsExhausted(detail)
+        return Attempt(job_id, number, payload) if number > 0 else None
+
+    def record_epoch(self, attempt: Attempt, epoch: int, loss: float) -> bool:
+        """Record epoch `epoch`'s loss once, whatever the redeliveries; return False if the run should stop."""
+        args = [self.ttl, attempt.number, epoch, repr(loss)]
+        return bool(self._record_epoch(keys=_keys(attempt.job_id), args=args))
+
+    def succeed(self, attempt: Attempt, result_json: bytes) -> str | None:
+        """Finish the job with its result (cancelled instead, if that was asked); None if not this attempt's to finish."""
+        return self._finish_job(attempt.job_id, attempt.number, "succeeded", result=result_json)
+
+    def fail(self, job_id: str, attempt: Attempt | None, error: Problem) -> str | None:
+        """Finish the job as failed with an error a person can act on."""
+        number = attempt.number if attempt is not None else None
+        return self._finish_job(job_id, number, "failed", error=error.model_dump_json(exclude_none=True).encode())
+
+    def _finish_job(self, job_id: str, number: int | None, status: str, result: bytes = b"", error: bytes = b"") -> str | None:
+        args = [self.ttl, "" if number is None else number, _now(), status, result, error]
+        final = self._finish(keys=_keys(job_id), args=args)
+        return final.decode() if final else None
+
+    # --- the job as the API shows it -------------------------------------------------------
+
+    @staticmethod
+    def _view(fields: dict[str, str], result: bytes | None, epochs_done: int, last_loss: bytes | None) -> dict:
+        progress = None
+        if "epochs" in fields:
+            loss = float(last_loss) if last_loss is not None else None
+            progress = {"epoch": epochs_done, "epochs": int(fields["epochs"]), "loss": loss}
+        error = fields.get("error")
+        return {
+            "id": fields["id"],
+            "kind": fields["kind"],
+            "status": fields["status"],
+            "created_at": fields["created_at"],
+            "started_at": fields.get("started_at"),
+            "finished_at": fields.get("finished_at"),
+            "progress": progress,
+            "result": orjson.Fragment(result) if result is not None else None,
+            "error": orjson.Fragment(error) if error is not None else None,
+        }

@@ -1,0 +1,263 @@
+"""The request and response models of HTTP API v1: every check a careful user expects, in one place.
+
+Requests are validated from already-parsed JSON. Numbers are strict (no strings,
+booleans, NaN or infinities) and each error carries the location of the fault,
+so the API can point at it. Server limits come in through the validation
+context as a `Limits`; without one (in the worker) nothing is limited.
+"""
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Le
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server limits that requests are checked against (None: unlimited)."""
+
+    max_matrix_elements: int | None = None
+    max_epochs: int | None = None
+
+
+def fault(loc: tuple[str | int, ...], kind: str, message: str, value: Any = None) -> InitErrorDetails:
+    """Describe one fault at `loc` (relative to the value being validated)."""
+    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
+
+
+def invalid(title: str, *faults: InitErrorDetails) -> ValidationError:
+    """Bundle faults into the ValidationError pydantic reports; raised from validators, it keeps their locations."""
+    return ValidationError.from_exception_data(title, list(faults))
+
+
+def _json_integer(value: Any) -> Any:
+    """Let pydantic's int accept 3 and 3.0 (both JSON integers) but not "3" or true."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PydanticCustomError("int_type", "Input should be an integer")
+    return value
+
+
+def _broadcast(value: Any) -> Any:
+    """Let a pair be given as one integer meaning the same for both dimensions."""
+    return (value, value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+# A matrix element: a JSON number that fits in float32, the dtype the core computes in.
+Number = Annotated[float, Strict(), AllowInfNan(False), Ge(-FLOAT32_MAX), Le(FLOAT32_MAX)]
+Integer = Annotated[int, BeforeValidator(_json_integer)]
+NonNegativePair = Annotated[tuple[Annotated[Integer, Ge(0)], Annotated[Integer, Ge(0)]], BeforeValidator(_broadcast)]
+PositivePair = Annotated[tuple[Annotated[Integer, Ge(1)], Annotated[Integer, Ge(1)]], BeforeValidator(_broadcast)]
+
+
+def _rectangular(rows: list[list[float]], info: ValidationInfo) -> list[list[float]]:
+    """Check that rows form a non-empty rectangle within the element limit; faults point at the row."""
+    if not rows:
+        raise invalid("Matrix", fault((), "empty_matrix", "a matrix needs at least one row", rows))
+    width = len(rows[0])
+    if width == 0:
+        raise invalid("Matrix", fault((0,), "empty_row", "a matrix row needs at least one number", rows[0]))
+    for index, row in enumerate(rows):
+        if len(row) != width:
+            message = f"row {index} has length {len(row)} but row 0 has length {width}: all rows must be the same length"
+            raise invalid("Matrix", fault((index,), "ragged_matrix", message))
+    limits = info.context if isinstance(info.context, Limits) else Limits()
+    elements = len(rows) * width
+    if limits.max_matrix_elements is not None and elements > limits.max_matrix_elements:
+        message = (
+            f"matrix is {len(rows)} x {width} = {elements} elements, "
+            f"over this server's limit of {limits.max_matrix_elements} (MAX_MATRIX_ELEMENTS)"
+        )
+        raise invalid("Matrix", fault((), "matrix_too_large", message))
+    return rows
+
+
+Matrix = Annotated[list[list[Number]], AfterValidator(_rectangular)]
+
+
+def shape(matrix: list[list[float]]) -> tuple[int, int]:
+    return len(matrix), len(matrix[0])
+
+
+def output_shape(
+    input_shape: tuple[int, int],
+    kernel_shape: tuple[int, int],
+    padding: tuple[int, int] = (0, 0),
+    stride: tuple[int, int] = (1, 1),
+) -> tuple[int, int]:
+    """Return (oh, ow) of a correlation; a dimension < 1 means the kernel does not fit."""
+    (h, w), (kh, kw), (ph, pw), (sh, sw) = input_shape, kernel_shape, padding, stride
+    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+
+def _fmt(pair: tuple[int, int]) -> str:
+    return f"{pair[0]} x {pair[1]}"
+
+
+class Request(BaseModel):
+    """Base of request bodies: unknown fields are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CorrelationRequest(Request):
+    """POST /v1/correlations: cross-correlate `input` with `kernel`."""
+
+    input: Matrix = Field(description="H x W input matrix")
+    kernel: Matrix = Field(description="kh x kw kernel; must fit inside the padded input")
+    bias: Number = Field(0.0, description="scalar added to every output element")
+    padding: NonNegativePair = Field((0, 0), description="zero padding: one integer or [ph, pw]")
+    stride: PositivePair = Field((1, 1), description="step of the window: one integer or [sh, sw]")
+
+    @model_validator(mode="after")
+    def _kernel_fits(self) -> "CorrelationRequest":
+        padded = (len(self.input) + 2 * self.padding[0], len(self.input[0]) + 2 * self.padding[1])
+        kernel = shape(self.kernel)
+        if kernel[0] > padded[0] or kernel[1] > padded[1]:
+            message = f"kernel is {_fmt(kernel)} but the input padded by {list(self.padding)} is {_fmt(padded)}: the kernel must fit inside it"
+            raise invalid(type(self).__name__, fault(("kernel",), "kernel_too_large", message))
+        return self
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        return output_shape(shape(self.input), shape(self.kernel), self.padding, self.stride)
+
+
+class KernelTrainingRequest(Request):
+    """POST /v1/kernel-trainings: learn the kernel that maps `input` to `target` (the seed's training loop)."""
+
+    input: Matrix = Field(description="X, the H x W input")
+    target: Matrix | None = Field(None, description="Y, the output to reproduce; give this or target_kernel")
+    target_kernel: Matrix | None = Field(None, description="K*: the worker makes Y = corr2d(X, K*)")
+    kernel_size: PositivePair | None = Field(None, description="[kh, kw]: required with target, defaults to K*'s shape")
+    lr: Annotated[Number, Field(gt=0)] = Field(0.03, description="learning rate of plain gradient descent")
+    epochs: Annotated[Integer, Ge(1)] = Field(20, description="iterations of gradient descent")
+    bias: StrictBool = Field(False, description="learn a scalar bias too")
+    seed: Annotated[Integer, Ge(0), Le(2**63 - 1)] = Field(0, description="seed of the initial kernel")
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs_within_limit(cls, epochs: int, info: ValidationInfo) -> int:
+        limit = info.context.max_epochs if isinstance(info.context, Limits) else None
+        if limit is not None and epochs > limit:
+            raise PydanticCustomError(
+                "epochs_over_limit", "{epochs} epochs is over this server's limit of {limit} (MAX_EPOCHS)",
+                {"epochs": epochs, "limit": limit},
+            )
+        return epochs
+
+    @model_validator(mode="after")
+    def _shapes_agree(self) -> "KernelTrainingRequest":
+        problem = self._shape_fault()
+        if problem is not None:
+            raise invalid(type(self).__name__, problem)
+        return self
+
+    def _shape_fault(self) -> InitErrorDetails | None:
+        if (self.target is None) == (self.target_kernel is None):
+            which = "both" if self.target is not None else "neither"
+            return fault(("target",), "target_xor_target_kernel", f"give exactly one of target and target_kernel, not {which}")
+        if self.target is not None and self.kernel_size is None:
+            return fault(("kernel_size",), "missing", "kernel_size is required with target")
+        if self.target_kernel is not None and self.kernel_size not in (None, shape(self.target_kernel)):
+            message = f"kernel_size {list(self.kernel_size)} disagrees with target_kernel, which is {_fmt(shape(self.target_kernel))}"
+            return fault(("kernel_size",), "kernel_size_mismatch", message)
+        size, where = self.resolved_kernel_size, "target_kernel" if self.target_kernel is not None else "kernel_size"
+        if size[0] > len(self.input) or size[1] > len(self.input[0]):
+            message = f"a {_fmt(size)} kernel does not fit inside the {_fmt(shape(self.input))} input"
+            return fault((where,), "kernel_too_large", message)
+        if self.target is not None and shape(self.target) != self.output_shape:
+            message = (
+                f"target is {_fmt(shape(self.target))} but a {_fmt(size)} kernel on the "
+                f"{_fmt(shape(self.input))} input gives {_fmt(self.output_shape)}"
+            )
+            return fault(("target",), "target_shape_mismatch", message)
+        return None
+
+    @property
+    def resolved_kernel_size(self) -> tuple[int, int]:
+        return self.kernel_size if self.kernel_size is not None else shape(self.target_kernel)
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        return output_shape(shape(self.input), self.resolved_kernel_size)
+
+
+JobKind = Literal["correlation", "kernel_training"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class FieldError(BaseModel):
+    loc: str = Field(description="JSON pointer to the fault in the request, e.g. /input/3")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem: every error of the API, and the error of a failed job."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+class CorrelationResult(BaseModel):
+    output: list[list[float]]
+    shape: tuple[int, int]
+
+
+class TrainingResult(BaseModel):
+    kernel: list[list[float]]
+    bias: float | None
+    loss: float
+    loss_history: list[float]
+    epochs_run: int
+
+
+class Progress(BaseModel):
+    epoch: int
+    epochs: int
+    loss: float | None
+
+
+class Job(BaseModel):
+    """GET /v1/jobs/<id>: one job, as the job store holds it."""
+
+    id: str
+    kind: JobKind
+    status: JobStatus
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    progress: Progress | None
+    result: CorrelationResult | TrainingResult | None
+    error: Problem | None
+
+
+class LossPage(BaseModel):
+    """GET /v1/jobs/<id>/loss?since=k: the losses of the epochs after k."""
+
+    losses: list[float]
+    since: int
+    epochs_done: int
+    epochs: int
+    status: JobStatus

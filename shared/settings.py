@@ -1,0 +1,45 @@
+"""The one place where environment variables become settings; api and worker read the same object."""
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """convq's settings, each read from the environment variable of the same name in capitals."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # Where jobs, results and the Celery queue live. A plain str: RedisDsn rejects unix:// sockets.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Address the API listens on.
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # How long a job's record, request, result and loss history are kept after its last change.
+    job_ttl_seconds: PositiveInt = 24 * 3600
+    # Largest matrix accepted (elements); 2048 x 2048 by default.
+    max_matrix_elements: PositiveInt = 2048 * 2048
+    # Largest request body accepted (bytes); a 2048 x 2048 matrix is about 80 MB as JSON text.
+    max_body_bytes: PositiveInt = 128 * 1024 * 1024
+    # Most epochs one training may ask for.
+    max_epochs: PositiveInt = 10_000
+    # A job running longer than this is stopped and fails; Redis redelivers unacknowledged
+    # messages only after this time plus a margin, so keep it close to your longest job.
+    job_time_limit_seconds: PositiveInt = 600
+    # A job whose worker dies this many times (killed, out of memory, over the time limit) fails.
+    max_attempts: PositiveInt = 3
+    # Worker processes per worker (Celery prefork children); unset means one per CPU core.
+    worker_concurrency: PositiveInt | None = None
+    # Where workers compute: "auto" takes CUDA when the worker has it.
+    torch_device: Literal["auto", "cpu", "cuda"] = "auto"
+    # How long API calls to Redis may wait before answering 503.
+    redis_timeout_seconds: float = Field(2.0, gt=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process's settings, read from the environment once."""
+    return Settings()

@@ -1,0 +1,56 @@
+"""Session fixtures: one real redis-server and one real Celery worker, both on 127.0.0.1, shared by the suite."""
+
+import time
+
+import pytest
+
+from api import create_app
+from shared.jobstore import JobStore
+from shared.schemas import FINISHED
+from shared.settings import Settings
+from tests.support import RedisServer, Worker
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(redis_server) -> Settings:
+    return Settings(redis_url=redis_server.url, max_epochs=1000, max_matrix_elements=10_000, max_body_bytes=1_000_000)
+
+
+@pytest.fixture(scope="session")
+def worker(settings, tmp_path_factory):
+    started = Worker(settings, tmp_path_factory.mktemp("worker") / "worker.log", "suite").start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def app(settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def store(settings) -> JobStore:
+    return JobStore.from_settings(settings)
+
+
+def wait_for_job(client, job_id: str, timeout: float = 30) -> dict:
+    """Poll GET /v1/jobs/<id> until the job has finished; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").get_json()
+        if job["status"] in FINISHED:
+            return job
+        time.sleep(0.02)
+    raise TimeoutError(f"job {job_id} did not finish within {timeout} s")

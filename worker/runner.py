@@ -1,0 +1,67 @@
+"""One attempt at one job: start it in the job store, run it, record how it ended.
+
+Whatever happens, the job ends with a status and, when it failed, an error a
+person can act on; tracebacks stay in the worker's log.
+"""
+
+import logging
+from collections.abc import Callable
+from functools import lru_cache
+
+import torch
+from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import BaseModel
+
+from services import EpochCallback, TrainingDiverged, pick_device
+from shared.jobstore import AttemptsExhausted, JobStore
+from shared.schemas import Problem
+from shared.settings import get_settings
+from worker.compute import OutputNotFinite
+
+log = logging.getLogger(__name__)
+
+Compute = Callable[[BaseModel, torch.device, EpochCallback], bytes]
+
+
+@lru_cache
+def job_store() -> JobStore:
+    """The job store of this worker process, connected on first use (after fork)."""
+    return JobStore.from_settings(get_settings())
+
+
+@lru_cache
+def device() -> torch.device:
+    return pick_device(get_settings().torch_device)
+
+
+def run_job(job_id: str, request_model: type[BaseModel], compute: Compute) -> None:
+    """Run one attempt at the job, unless it is finished, cancelled or gone."""
+    store = job_store()
+    try:
+        attempt = store.start(job_id)
+    except AttemptsExhausted as exhausted:
+        log.error("job %s failed: %s", job_id, exhausted)
+        return
+    if attempt is None:
+        log.info("job %s skipped: cancelled, finished or expired", job_id)
+        return
+    log.info("job %s attempt %d started", job_id, attempt.number)
+    request = request_model.model_validate_json(attempt.request)
+    try:
+        result = compute(request, device(), lambda epoch, loss: not store.record_epoch(attempt, epoch, loss))
+    except TrainingDiverged as error:
+        problem = Problem(type="/problems/training-diverged", title="Training diverged", status=422, detail=str(error))
+    except OutputNotFinite as error:
+        problem = Problem(type="/problems/output-not-finite", title="Output not finite", status=422, detail=str(error))
+    except SoftTimeLimitExceeded:
+        detail = f"the job ran longer than the time limit of {get_settings().job_time_limit_seconds} s (JOB_TIME_LIMIT_SECONDS)"
+        problem = Problem(type="/problems/time-limit", title="Time limit exceeded", status=504, detail=detail)
+    except Exception:
+        log.exception("job %s attempt %d crashed", job_id, attempt.number)
+        detail = f"the worker failed unexpectedly while running job {job_id}; its log has the details"
+        problem = Problem(type="/problems/internal-error", title="Internal error", status=500, detail=detail)
+    else:
+        log.info("job %s attempt %d ended: %s", job_id, attempt.number, store.succeed(attempt, result))
+        return
+    log.info("job %s attempt %d failed: %s", job_id, attempt.number, problem.detail)
+    store.fail(job_id, attempt, problem)
