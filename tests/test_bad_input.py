@@ -1,0 +1,124 @@
+"""Every kind of bad input gets a specific 4xx problem+json pointing at the fault, and queues nothing."""
+
+import orjson
+import pytest
+
+from tests.seed import EDGE_IMAGE, EDGES, K_2X2, X_3X3
+
+CORRELATIONS, TRAININGS = "/v1/correlations", "/v1/kernel-trainings"
+GOOD_CORRELATION = {"input": X_3X3, "kernel": K_2X2}
+GOOD_TRAINING = {"input": EDGE_IMAGE, "target": EDGES, "kernel_size": [1, 2]}
+
+
+def correlation(**changes):
+    return {**GOOD_CORRELATION, **changes}
+
+
+def training(**changes):
+    body = {**GOOD_TRAINING, **changes}
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def raw(text: str) -> bytes:
+    return text.encode()
+
+
+# (name, path, body: dict -> JSON, bytes -> as is, content type, status, locations the errors must name)
+CASES = [
+    ("body is not JSON", CORRELATIONS, raw('{"input": [[1]'), "application/json", 400, []),
+    ("empty body", CORRELATIONS, b"", "application/json", 400, []),
+    ("invalid UTF-8", CORRELATIONS, b'{"input": "\xff\xfe"}', "application/json", 400, []),
+    ("deeply nested JSON", CORRELATIONS, b"[" * 2048, "application/json", 400, []),
+    ("NaN literal", CORRELATIONS, raw('{"input": [[NaN]], "kernel": [[1]]}'), "application/json", 400, []),
+    ("Infinity literal", CORRELATIONS, raw('{"input": [[Infinity]], "kernel": [[1]]}'), "application/json", 400, []),
+    ("number too large for a double", CORRELATIONS, raw('{"input": [[1e999]], "kernel": [[1]]}'), "application/json", 400, []),
+    ("wrong content type", CORRELATIONS, orjson.dumps(GOOD_CORRELATION), "text/plain", 415, []),
+    ("no content type", CORRELATIONS, orjson.dumps(GOOD_CORRELATION), None, 415, []),
+    ("body not an object", CORRELATIONS, [1, 2], "application/json", 422, [""]),
+    ("missing kernel", CORRELATIONS, {"input": X_3X3}, "application/json", 422, ["/kernel"]),
+    ("unknown field", CORRELATIONS, correlation(paddding=1), "application/json", 422, ["/paddding"]),
+    ("empty matrix", CORRELATIONS, correlation(input=[]), "application/json", 422, ["/input"]),
+    ("empty row", CORRELATIONS, correlation(input=[[]]), "application/json", 422, ["/input/0"]),
+    ("ragged matrix", CORRELATIONS, correlation(input=[[1, 2], [3, 4], [5]]), "application/json", 422, ["/input/2"]),
+    ("matrix not 2-D (a vector)", CORRELATIONS, correlation(input=[1, 2]), "application/json", 422, ["/input/0", "/input/1"]),
+    ("matrix not 2-D (3-D)", CORRELATIONS, correlation(kernel=[[[1]]]), "application/json", 422, ["/kernel/0/0"]),
+    ("matrix not a list", CORRELATIONS, correlation(input="[[1]]"), "application/json", 422, ["/input"]),
+    ("non-number element", CORRELATIONS, correlation(input=[[0, "1"], [2, 3]]), "application/json", 422, ["/input/0/1"]),
+    ("boolean element", CORRELATIONS, correlation(kernel=[[True]]), "application/json", 422, ["/kernel/0/0"]),
+    ("null element", CORRELATIONS, correlation(kernel=[[None]]), "application/json", 422, ["/kernel/0/0"]),
+    ("element beyond float32", CORRELATIONS, correlation(input=[[1e39]], kernel=[[1]]), "application/json", 422, ["/input/0/0"]),
+    ("kernel larger than input", CORRELATIONS, correlation(kernel=[[1] * 4]), "application/json", 422, ["/kernel"]),
+    ("kernel larger than padded input", CORRELATIONS, correlation(kernel=[[1] * 6] * 6, padding=1), "application/json", 422, ["/kernel"]),
+    ("negative padding", CORRELATIONS, correlation(padding=-1), "application/json", 422, ["/padding/0", "/padding/1"]),
+    ("negative padding in a pair", CORRELATIONS, correlation(padding=[0, -2]), "application/json", 422, ["/padding/1"]),
+    ("padding of three", CORRELATIONS, correlation(padding=[1, 1, 1]), "application/json", 422, ["/padding"]),
+    ("padding as a string", CORRELATIONS, correlation(padding="1"), "application/json", 422, ["/padding"]),
+    ("fractional stride", CORRELATIONS, correlation(stride=1.5), "application/json", 422, ["/stride/0", "/stride/1"]),
+    ("stride below 1", CORRELATIONS, correlation(stride=[1, 0]), "application/json", 422, ["/stride/1"]),
+    ("bias as a string", CORRELATIONS, correlation(bias="0.5"), "application/json", 422, ["/bias"]),
+    ("matrix over the element limit", CORRELATIONS, correlation(input=[[0] * 101] * 100), "application/json", 422, ["/input"]),
+    ("body over the size limit", CORRELATIONS, b" " * 1_000_001, "application/json", 413, []),
+    ("both target and target_kernel", TRAININGS, training(target_kernel=[[1, -1]]), "application/json", 422, ["/target"]),
+    ("neither target nor target_kernel", TRAININGS, training(target=None), "application/json", 422, ["/target"]),
+    ("target of the wrong shape", TRAININGS, training(target=EDGES[:5]), "application/json", 422, ["/target"]),
+    ("kernel_size missing with target", TRAININGS, training(kernel_size=None), "application/json", 422, ["/kernel_size"]),
+    ("kernel_size disagrees with target_kernel", TRAININGS, training(target=None, target_kernel=[[1, -1]], kernel_size=[2, 1]), "application/json", 422, ["/kernel_size"]),
+    ("kernel larger than the input", TRAININGS, training(target=None, kernel_size=None, target_kernel=[[1] * 9]), "application/json", 422, ["/target_kernel"]),
+    ("kernel_size of zero", TRAININGS, training(kernel_size=[0, 2]), "application/json", 422, ["/kernel_size/0"]),
+    ("epochs below 1", TRAININGS, training(epochs=0), "application/json", 422, ["/epochs"]),
+    ("epochs over the limit", TRAININGS, training(epochs=100_001), "application/json", 422, ["/epochs"]),
+    ("fractional epochs", TRAININGS, training(epochs=2.5), "application/json", 422, ["/epochs"]),
+    ("epochs as a string", TRAININGS, training(epochs="20"), "application/json", 422, ["/epochs"]),
+    ("lr of zero", TRAININGS, training(lr=0), "application/json", 422, ["/lr"]),
+    ("negative lr", TRAININGS, training(lr=-0.1), "application/json", 422, ["/lr"]),
+    ("lr as a boolean", TRAININGS, training(lr=True), "application/json", 422, ["/lr"]),
+    ("lr beyond float32", TRAININGS, training(lr=1e300), "application/json", 422, ["/lr"]),
+    ("bias flag as a string", TRAININGS, training(bias="yes"), "application/json", 422, ["/bias"]),
+    ("negative seed", TRAININGS, training(seed=-1), "application/json", 422, ["/seed"]),
+]
+
+
+def queued_state(redis) -> tuple[int, int]:
+    """How many job keys exist and how many messages wait in the queue."""
+    return len(list(redis.scan_iter("convq:job:*", count=1000))), redis.llen("celery")
+
+
+@pytest.mark.parametrize("name,path,body,content_type,status,locations", CASES, ids=[case[0] for case in CASES])
+def test_bad_input_is_refused_with_a_problem_and_changes_nothing(client, redis_server, name, path, body, content_type, status, locations):
+    redis = redis_server.client()
+    before = queued_state(redis)
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post(path, data=data, headers=headers)
+
+    assert response.status_code == status
+    assert response.mimetype == "application/problem+json"
+    problem = response.get_json()
+    assert problem["status"] == status and problem["title"] and problem["detail"]
+    assert "Traceback" not in response.get_data(as_text=True)
+    reported = [error["loc"] for error in problem.get("errors", [])]
+    assert reported == locations, problem
+    assert queued_state(redis) == before
+
+
+def test_many_faults_are_reported_but_the_list_is_capped(client):
+    response = client.post(CORRELATIONS, json=correlation(input=[["x"] * 90] * 90))
+    problem = response.get_json()
+    assert response.status_code == 422
+    assert len(problem["errors"]) == 50
+    assert problem["detail"] == "the request has 8100 errors; the first 50 are listed"
+
+
+def test_an_unknown_job_is_404_problem(client):
+    for path in ["/v1/jobs/8a4c1f0e-6a4c-4d8e-9d1b-0f4b5c8e2a11", "/v1/jobs/not-a-job-id", "/v1/jobs/x/loss"]:
+        response = client.get(path)
+        assert response.status_code == 404 and response.mimetype == "application/problem+json"
+    assert client.delete("/v1/jobs/8a4c1f0e-6a4c-4d8e-9d1b-0f4b5c8e2a11").status_code == 404
+
+
+def test_unknown_routes_and_methods_are_problems_too(client):
+    missing = client.get("/v2/nothing")
+    assert missing.status_code == 404 and missing.mimetype == "application/problem+json"
+    wrong_method = client.put(CORRELATIONS, json=GOOD_CORRELATION)
+    assert wrong_method.status_code == 405 and wrong_method.mimetype == "application/problem+json"
+    assert "POST" in wrong_method.headers["Allow"]

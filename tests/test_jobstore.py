@@ -1,0 +1,85 @@
+"""The job store's guarantees on a real Redis: redelivery and overlapping attempts never duplicate or corrupt a job."""
+
+import orjson
+import pytest
+
+from shared.jobstore import AttemptsExhausted, JobStore
+from shared.schemas import Problem
+
+REQUEST = b'{"input": [[1.0]]}'
+
+
+@pytest.fixture
+def store(redis_server) -> JobStore:
+    return JobStore(redis_server.client(), ttl_seconds=60, max_attempts=2)
+
+
+def test_a_new_job_is_queued_with_its_request_and_expires(store, redis_server):
+    job = store.create("kernel_training", REQUEST, epochs=5)
+    assert job["status"] == "queued" and job["progress"] == {"epoch": 0, "epochs": 5, "loss": None}
+    assert store.get(job["id"]) == job
+    attempt = store.start(job["id"])
+    assert attempt.number == 1 and attempt.request == REQUEST
+    store.record_epoch(attempt, 1, 0.5)
+    redis = redis_server.client()
+    for key in redis.scan_iter(f"convq:job:{job['id']}*"):
+        assert 0 < redis.ttl(key) <= 60
+
+
+def test_a_redelivered_run_records_each_epoch_once_and_supersedes_the_first(store):
+    job_id = store.create("kernel_training", REQUEST, epochs=5)["id"]
+    first = store.start(job_id)
+    assert all(store.record_epoch(first, epoch, 10.0 / epoch) for epoch in (1, 2, 3))
+    second = store.start(job_id)  # the message was redelivered: the first run may still be alive
+    assert second.number == 2
+    assert all(store.record_epoch(second, epoch, 10.0 / epoch) for epoch in (1, 2, 3, 4, 5))
+    assert not store.record_epoch(first, 4, 99.0)  # the first run is told to stop, and writes nothing
+    assert store.succeed(first, b'{"stale": true}') is None
+    assert store.succeed(second, b'{"fresh": true}') == "succeeded"
+    page = store.losses(job_id, since=0)
+    assert page["losses"] == [10.0, 5.0, 10.0 / 3, 2.5, 2.0] and page["epochs_done"] == 5
+    assert orjson.loads(orjson.dumps(store.get(job_id)["result"])) == {"fresh": True}
+
+
+def test_a_finished_job_is_not_started_again(store):
+    job_id = store.create("correlation", REQUEST)["id"]
+    store.succeed(store.start(job_id), b"{}")
+    assert store.start(job_id) is None
+    assert store.get(job_id)["status"] == "succeeded"
+
+
+def test_a_job_whose_worker_dies_every_time_fails_after_max_attempts(store):
+    job_id = store.create("correlation", REQUEST)["id"]
+    store.start(job_id)
+    store.start(job_id)
+    with pytest.raises(AttemptsExhausted):
+        store.start(job_id)
+    job = store.get(job_id)
+    assert job["status"] == "failed"
+    error = orjson.loads(orjson.dumps(job["error"]))
+    assert error["title"] == "Worker lost" and "2 times" in error["detail"]
+
+
+def test_cancel_stops_a_queued_job_at_once_and_a_running_one_at_its_next_epoch(store):
+    queued = store.create("correlation", REQUEST)["id"]
+    assert store.cancel(queued) == "cancelled"
+    assert store.start(queued) is None
+
+    running = store.create("kernel_training", REQUEST, epochs=3)["id"]
+    attempt = store.start(running)
+    assert store.record_epoch(attempt, 1, 1.0)
+    assert store.cancel(running) == "running"
+    assert not store.record_epoch(attempt, 2, 0.5)
+    assert store.succeed(attempt, b"{}") == "cancelled"
+    assert store.get(running)["result"] is None
+    assert store.cancel(running) == "cancelled"
+
+
+def test_a_failure_keeps_its_problem_and_unknown_jobs_are_none(store):
+    job_id = store.create("correlation", REQUEST)["id"]
+    attempt = store.start(job_id)
+    problem = Problem(title="Output not finite", status=422, detail="overflow")
+    assert store.fail(job_id, attempt, problem) == "failed"
+    assert orjson.loads(orjson.dumps(store.get(job_id)["error"])) == problem.model_dump(exclude_none=True)
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert store.get(unknown) is None and store.losses(unknown, 0) is None and store.cancel(unknown) is None

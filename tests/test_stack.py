@@ -1,0 +1,97 @@
+"""Over real HTTP, against the stack as `make run` starts it: honcho, embedded Redis, gunicorn and a worker."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.seed import EDGE_IMAGE, EDGES, K_2X2, Y_3X3
+from tests.support import REPO, free_port, wait_until
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class Stack:
+    """`bin/run` (what `make run` calls) with REDIS_URL unset, so it starts its own redis-server."""
+
+    def __init__(self, workdir: Path):
+        self.url = f"http://127.0.0.1:{free_port()}"
+        env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+        env |= {
+            "PORT": self.url.rsplit(":", 1)[1],
+            "HOST": "127.0.0.1",
+            "REDIS_DIR": str(workdir / "redis"),
+            "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
+        }
+        self.log = workdir / "stack.log"
+        self.process = subprocess.Popen([REPO / "bin" / "run"], cwd=REPO, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        wait_until(self._ready, 90, f"the stack at {self.url} to be ready (log: {self.log})", interval=0.5)
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"bin/run exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+        try:
+            return requests.get(f"{self.url}/readyz", timeout=3).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def run_job(self, path: str, body: dict) -> dict:
+        response = requests.post(f"{self.url}{path}", json=body, timeout=10)
+        assert response.status_code == 202, response.text
+        location = self.url + response.headers["Location"]
+        return wait_until(lambda: (job := requests.get(location, timeout=10).json())["status"] in FINISHED and job, 30, "the job")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    started = Stack(tmp_path_factory.mktemp("stack"))
+    yield started
+    if started.process.poll() is None:
+        started.process.send_signal(signal.SIGTERM)
+        started.process.wait(30)
+
+
+def test_stack_runs_the_seed_3x3_example(stack):
+    job = stack.run_job("/v1/correlations", {"input": [[0, 1, 2], [3, 4, 5], [6, 7, 8]], "kernel": K_2X2})
+    assert job["status"] == "succeeded" and job["result"]["output"] == Y_3X3
+
+
+def test_stack_learns_the_edge_kernel_and_serves_its_loss_history(stack):
+    job = stack.run_job("/v1/kernel-trainings", {"input": EDGE_IMAGE, "target": EDGES, "kernel_size": [1, 2]})
+    assert job["status"] == "succeeded"
+    assert job["result"]["kernel"][0] == pytest.approx([1, -1], abs=0.05)
+    page = requests.get(f"{stack.url}/v1/jobs/{job['id']}/loss", params={"since": 10}, timeout=10).json()
+    assert page["losses"] == job["result"]["loss_history"][10:]
+
+
+def test_stack_answers_bad_input_with_problem_json(stack):
+    response = requests.post(f"{stack.url}/v1/correlations", data=b"[" * 1000, headers={"Content-Type": "application/json"}, timeout=10)
+    assert response.status_code == 400 and response.headers["Content-Type"] == "application/problem+json"
+
+
+def test_make_demo_walks_through_the_seed(stack):
+    demo = subprocess.run([sys.executable, "scripts/demo.py", "--url", stack.url], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert demo.returncode == 0, demo.stderr
+    out = demo.stdout
+    assert "corr2d(X, K) =\n[[ 19.,  25.],\n [ 37.,  43.]]" in out
+    assert "[[  0.,   1.,   0.,   0.,   0.,  -1.,   0.]," in out
+    assert "corr2d(X.t(), K)   (the vertical edges are gone) =\n" + "[" + ",\n ".join(["[  0.,   0.,   0.,   0.,   0.]"] * 8) + "]" in out
+    losses = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(losses) == 10 and losses == sorted(losses, reverse=True)
+    learned = out.split("learned kernel =\n")[1].strip().strip("[]").split(",")
+    assert [float(value) for value in learned] == pytest.approx([1, -1], abs=0.05)
+
+
+def test_sigterm_stops_every_process_the_stack_started(stack):
+    children = psutil.Process(stack.process.pid).children(recursive=True)
+    commands = " ".join(" ".join(child.cmdline()) for child in children)
+    assert "redis-server" in commands and "gunicorn" in commands and "celery" in commands
+    stack.process.send_signal(signal.SIGTERM)
+    assert stack.process.wait(30) is not None
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
