@@ -15,6 +15,10 @@ demo: $(VENV)/.local  ## walk through the seed example against the running stack
 test: $(VENV)/.test  ## set up and run the whole test suite
 	python -m pytest
 
+lint: $(VENV)/.test  ## format and lint the code
+	ruff format .
+	ruff check --fix .
+
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis
 

@@ -3,8 +3,9 @@
 from typing import TypeVar
 
 import orjson
-from flask import request
+from flask import current_app, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.problems import ProblemError, invalid_request
 from shared.schemas import Limits, Problem
@@ -26,9 +27,18 @@ def parse_body(model: type[Model], limits: Limits) -> Model:
         )
     try:
         data = orjson.loads(request.get_data(cache=False))
+    except RequestEntityTooLarge:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        detail = f"the body is over this server's limit of {limit} bytes (MAX_BODY_BYTES)"
+        raise ProblemError(Problem(title="Content Too Large", status=413, detail=detail)) from None
     except orjson.JSONDecodeError as error:
         raise ProblemError(
-            Problem(type="/problems/malformed-json", title="Malformed JSON", status=400, detail=f"the body is not valid JSON: {error}")
+            Problem(
+                type="/problems/malformed-json",
+                title="Malformed JSON",
+                status=400,
+                detail=f"the body is not valid JSON: {error}",
+            )
         ) from None
     try:
         return model.model_validate(data, context=limits)

@@ -33,4 +33,6 @@ def readyz() -> Response:
 
 
 def _not_ready(detail: str) -> ProblemError:
-    return ProblemError(Problem(type="/problems/not-ready", title="Not Ready", status=503, detail=detail), {"Retry-After": "5"})
+    return ProblemError(
+        Problem(type="/problems/not-ready", title="Not Ready", status=503, detail=detail), {"Retry-After": "5"}
+    )

@@ -44,7 +44,9 @@ def invalid_request(error: ValidationError) -> ProblemError:
     if len(faults) > len(shown):
         detail += f"; the first {len(shown)} are listed"
     errors = [{"loc": json_pointer(fault["loc"]), "msg": fault["msg"], "type": fault["type"]} for fault in shown]
-    problem = Problem(type="/problems/invalid-request", title="Invalid request", status=422, detail=detail, errors=errors)
+    problem = Problem(
+        type="/problems/invalid-request", title="Invalid request", status=422, detail=detail, errors=errors
+    )
     return ProblemError(problem)
 
 
@@ -76,5 +78,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
-        problem = Problem(title="Internal Server Error", status=500, detail="an unexpected error occurred; it has been logged")
+        problem = Problem(
+            title="Internal Server Error", status=500, detail="an unexpected error occurred; it has been logged"
+        )
         return problem_response(problem)

@@ -49,7 +49,9 @@ def get_loss(job_id: str) -> Response:
         detail = f"since must be a whole number of epochs (0 or more), not {since!r}"
         error = {"loc": "/since", "msg": detail, "type": "query_parameter"}
         raise ProblemError(
-            Problem(type="/problems/invalid-request", title="Invalid request", status=400, detail=detail, errors=[error])
+            Problem(
+                type="/problems/invalid-request", title="Invalid request", status=400, detail=detail, errors=[error]
+            )
         )
     page = _existing(job_id, runtime().store.losses(_parse_id(job_id), int(since)))
     if page.pop("kind") != "kernel_training":
@@ -77,7 +79,12 @@ def _submit(kind: JobKind, job_request: BaseModel, epochs: int | None = None) ->
     except OperationalError as error:
         log.warning("could not queue job %s: %s", job["id"], error)
         rt.store.discard(job["id"])
-        problem = Problem(type="/problems/unavailable", title="Service Unavailable", status=503, detail="the job queue is not reachable; retry shortly")
+        problem = Problem(
+            type="/problems/unavailable",
+            title="Service Unavailable",
+            status=503,
+            detail="the job queue is not reachable; retry shortly",
+        )
         raise ProblemError(problem, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)}) from None
     location = url_for("v1.get_job", job_id=job["id"])
     return json_response(job, 202, {"Location": location, "Retry-After": str(POLL_AFTER_SECONDS)})

@@ -34,7 +34,10 @@ class Convq:
         return response.json()["id"]
 
     def wait(self, job_id: str) -> dict:
-        while (job := self.http.get(f"{self.url}/v1/jobs/{job_id}", timeout=10).json())["status"] in ("queued", "running"):
+        while (job := self.http.get(f"{self.url}/v1/jobs/{job_id}", timeout=10).json())["status"] in (
+            "queued",
+            "running",
+        ):
             time.sleep(POLL_SECONDS)
         if job["status"] != "succeeded":
             sys.exit(f"job {job_id} {job['status']}: {job['error']}")
@@ -80,7 +83,9 @@ def main() -> None:
     show("X", X)
     Y = convq.correlate(X, K)
     show("Y = corr2d(X, K)   (1: white to black, -1: black to white)", Y)
-    show("corr2d(X.t(), K)   (the vertical edges are gone)", convq.correlate([list(c) for c in zip(*X)], K))
+    show(
+        "corr2d(X.t(), K)   (the vertical edges are gone)", convq.correlate([list(c) for c in zip(*X, strict=True)], K)
+    )
 
     print("# 3. Learning the kernel from X and Y (lr 0.03, 20 epochs)\n")
     result = convq.follow_training({"input": X, "target": Y, "kernel_size": [1, 2], "lr": 0.03, "epochs": 20})

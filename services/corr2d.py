@@ -59,7 +59,9 @@ def corr2d(
     """Cross-correlate a 2-D input with a 2-D kernel by the faster strategy; differentiable in X, K and bias."""
     out_shape = output_shape(tuple(X.shape), tuple(K.shape), padding, stride)
     if out_shape[0] < 1 or out_shape[1] < 1:
-        raise ValueError(f"kernel {tuple(K.shape)} is larger than the padded input {tuple(X.shape)} (padding {padding})")
+        raise ValueError(
+            f"kernel {tuple(K.shape)} is larger than the padded input {tuple(X.shape)} (padding {padding})"
+        )
     compute = shift_add if strategy(out_shape, tuple(K.shape)) == "shift_add" else conv2d
     return compute(X, K, padding, stride) + bias
 

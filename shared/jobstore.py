@@ -42,7 +42,9 @@ for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[1]) end
 """
 
 # ARGV: ttl, now, max_attempts. Returns {attempt, request} or {0, reason}.
-_START = _EXPIRE_ALL + """
+_START = (
+    _EXPIRE_ALL
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, 'gone'} end
 if status ~= 'queued' and status ~= 'running' then return {0, status} end
@@ -54,6 +56,7 @@ redis.call('HSET', KEYS[1], 'status', 'running')
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
 return {attempt, request}
 """
+)
 
 # ARGV: ttl, attempt, epoch, loss. Returns 1 to go on, 0 to stop (cancelled or superseded).
 _RECORD_EPOCH = """
@@ -68,7 +71,9 @@ return 1
 
 # ARGV: ttl, attempt (or '' for any), now, status, result JSON, error JSON.
 # A success asked to cancel becomes cancelled. Returns the final status, or false if not this attempt's to finish.
-_FINISH = _EXPIRE_ALL + """
+_FINISH = (
+    _EXPIRE_ALL
+    + """
 local record = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'cancel_requested')
 if not record[1] or record[1] ~= 'running' and record[1] ~= 'queued' then return false end
 if ARGV[2] ~= '' and record[2] ~= ARGV[2] then return false end
@@ -79,6 +84,7 @@ if status == 'succeeded' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[1])
 if status == 'failed' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
 return status
 """
+)
 
 # ARGV: ttl, now. A queued job is cancelled at once; a running one is flagged. Returns the status after, or false.
 _CANCEL = """
@@ -204,7 +210,9 @@ class JobStore:
                 f"the job was started {-number - 1} times and its worker died each time "
                 "(killed, out of memory or over the time limit); it will not be retried"
             )
-            self.fail(job_id, None, Problem(type="/problems/worker-lost", title="Worker lost", status=500, detail=detail))
+            self.fail(
+                job_id, None, Problem(type="/problems/worker-lost", title="Worker lost", status=500, detail=detail)
+            )
             raise AttemptsExhausted(detail)
         return Attempt(job_id, number, payload) if number > 0 else None
 
@@ -214,7 +222,7 @@ class JobStore:
         return bool(self._record_epoch(keys=_keys(attempt.job_id), args=args))
 
     def succeed(self, attempt: Attempt, result_json: bytes) -> str | None:
-        """Finish the job with its result (cancelled instead, if that was asked); None if not this attempt's to finish."""
+        """Finish the job with its result, or as cancelled if that was asked; None if not this attempt's to finish."""
         return self._finish_job(attempt.job_id, attempt.number, "succeeded", result=result_json)
 
     def fail(self, job_id: str, attempt: Attempt | None, error: Problem) -> str | None:
@@ -222,7 +230,9 @@ class JobStore:
         number = attempt.number if attempt is not None else None
         return self._finish_job(job_id, number, "failed", error=error.model_dump_json(exclude_none=True).encode())
 
-    def _finish_job(self, job_id: str, number: int | None, status: str, result: bytes = b"", error: bytes = b"") -> str | None:
+    def _finish_job(
+        self, job_id: str, number: int | None, status: str, result: bytes = b"", error: bytes = b""
+    ) -> str | None:
         args = [self.ttl, "" if number is None else number, _now(), status, result, error]
         final = self._finish(keys=_keys(job_id), args=args)
         return final.decode() if final else None

@@ -17,8 +17,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    StrictBool,
     Strict,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -75,7 +75,9 @@ def _rectangular(rows: list[list[float]], info: ValidationInfo) -> list[list[flo
         raise invalid("Matrix", fault((0,), "empty_row", "a matrix row needs at least one number", rows[0]))
     for index, row in enumerate(rows):
         if len(row) != width:
-            message = f"row {index} has length {len(row)} but row 0 has length {width}: all rows must be the same length"
+            message = (
+                f"row {index} has length {len(row)} but row 0 has length {width}: all rows must be the same length"
+            )
             raise invalid("Matrix", fault((index,), "ragged_matrix", message))
     limits = info.context if isinstance(info.context, Limits) else Limits()
     elements = len(rows) * width
@@ -130,7 +132,10 @@ class CorrelationRequest(Request):
         padded = (len(self.input) + 2 * self.padding[0], len(self.input[0]) + 2 * self.padding[1])
         kernel = shape(self.kernel)
         if kernel[0] > padded[0] or kernel[1] > padded[1]:
-            message = f"kernel is {_fmt(kernel)} but the input padded by {list(self.padding)} is {_fmt(padded)}: the kernel must fit inside it"
+            message = (
+                f"kernel is {_fmt(kernel)} but the input padded by {list(self.padding)} is {_fmt(padded)}: "
+                "the kernel must fit inside it"
+            )
             raise invalid(type(self).__name__, fault(("kernel",), "kernel_too_large", message))
         return self
 
@@ -157,7 +162,8 @@ class KernelTrainingRequest(Request):
         limit = info.context.max_epochs if isinstance(info.context, Limits) else None
         if limit is not None and epochs > limit:
             raise PydanticCustomError(
-                "epochs_over_limit", "{epochs} epochs is over this server's limit of {limit} (MAX_EPOCHS)",
+                "epochs_over_limit",
+                "{epochs} epochs is over this server's limit of {limit} (MAX_EPOCHS)",
                 {"epochs": epochs, "limit": limit},
             )
         return epochs
@@ -172,11 +178,16 @@ class KernelTrainingRequest(Request):
     def _shape_fault(self) -> InitErrorDetails | None:
         if (self.target is None) == (self.target_kernel is None):
             which = "both" if self.target is not None else "neither"
-            return fault(("target",), "target_xor_target_kernel", f"give exactly one of target and target_kernel, not {which}")
+            return fault(
+                ("target",), "target_xor_target_kernel", f"give exactly one of target and target_kernel, not {which}"
+            )
         if self.target is not None and self.kernel_size is None:
             return fault(("kernel_size",), "missing", "kernel_size is required with target")
         if self.target_kernel is not None and self.kernel_size not in (None, shape(self.target_kernel)):
-            message = f"kernel_size {list(self.kernel_size)} disagrees with target_kernel, which is {_fmt(shape(self.target_kernel))}"
+            message = (
+                f"kernel_size {list(self.kernel_size)} disagrees with target_kernel, "
+                f"which is {_fmt(shape(self.target_kernel))}"
+            )
             return fault(("kernel_size",), "kernel_size_mismatch", message)
         size, where = self.resolved_kernel_size, "target_kernel" if self.target_kernel is not None else "kernel_size"
         if size[0] > len(self.input) or size[1] > len(self.input[0]):

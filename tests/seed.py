@@ -12,4 +12,4 @@ TRANSPOSED_EDGES = [[0.0] * 5 for _ in range(8)]
 
 
 def transpose(matrix):
-    return [list(column) for column in zip(*matrix)]
+    return [list(column) for column in zip(*matrix, strict=True)]

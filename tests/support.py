@@ -60,8 +60,8 @@ class RedisServer:
     def start(self) -> "RedisServer":
         args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
         args += ["--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"]
-        log = open(self.directory / "redis.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.directory / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         client = Redis(port=self.port, socket_timeout=1)
         wait_until(lambda: self._answers(client), 10, f"redis-server on port {self.port}")
         # Make sure the server answering is the one we started, not some other on this port.
@@ -101,8 +101,8 @@ class Worker:
         }
         args = [sys.executable, "-m", "celery", "--app", "worker.celery_app", "worker"]
         args += ["--loglevel", "INFO", "--hostname", f"{self.name}@%h", "--without-mingle", "--without-gossip"]
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         control = create_celery(self.settings).control
         wait_until(lambda: self._answers(control), timeout, f"worker {self.name} to answer a ping", interval=0.5)
         return self

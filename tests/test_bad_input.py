@@ -28,10 +28,34 @@ CASES = [
     ("body is not JSON", CORRELATIONS, raw('{"input": [[1]'), "application/json", 400, []),
     ("empty body", CORRELATIONS, b"", "application/json", 400, []),
     ("invalid UTF-8", CORRELATIONS, b'{"input": "\xff\xfe"}', "application/json", 400, []),
-    ("deeply nested JSON", CORRELATIONS, b"[" * 2048, "application/json", 400, []),
+    ("1000 unclosed brackets", CORRELATIONS, b"[" * 1000, "application/json", 400, []),
+    ("nesting deeper than the parser allows", CORRELATIONS, b"[" * 2048 + b"]" * 2048, "application/json", 400, []),
+    (
+        "deep but parseable nesting in a matrix",
+        CORRELATIONS,
+        raw('{"input": ' + "[" * 1000 + "]" * 1000 + ', "kernel": [[1]]}'),
+        "application/json",
+        422,
+        ["/input/0/0"],
+    ),
+    (
+        "deep but parseable nesting in an unknown field",
+        CORRELATIONS,
+        raw('{"input": [[1]], "kernel": [[1]], "x": ' + '{"a": ' * 1000 + "1" + "}" * 1000 + "}"),
+        "application/json",
+        422,
+        ["/x"],
+    ),
     ("NaN literal", CORRELATIONS, raw('{"input": [[NaN]], "kernel": [[1]]}'), "application/json", 400, []),
     ("Infinity literal", CORRELATIONS, raw('{"input": [[Infinity]], "kernel": [[1]]}'), "application/json", 400, []),
-    ("number too large for a double", CORRELATIONS, raw('{"input": [[1e999]], "kernel": [[1]]}'), "application/json", 400, []),
+    (
+        "number too large for a double",
+        CORRELATIONS,
+        raw('{"input": [[1e999]], "kernel": [[1]]}'),
+        "application/json",
+        400,
+        [],
+    ),
     ("wrong content type", CORRELATIONS, orjson.dumps(GOOD_CORRELATION), "text/plain", 415, []),
     ("no content type", CORRELATIONS, orjson.dumps(GOOD_CORRELATION), None, 415, []),
     ("body not an object", CORRELATIONS, [1, 2], "application/json", 422, [""]),
@@ -40,15 +64,43 @@ CASES = [
     ("empty matrix", CORRELATIONS, correlation(input=[]), "application/json", 422, ["/input"]),
     ("empty row", CORRELATIONS, correlation(input=[[]]), "application/json", 422, ["/input/0"]),
     ("ragged matrix", CORRELATIONS, correlation(input=[[1, 2], [3, 4], [5]]), "application/json", 422, ["/input/2"]),
-    ("matrix not 2-D (a vector)", CORRELATIONS, correlation(input=[1, 2]), "application/json", 422, ["/input/0", "/input/1"]),
+    (
+        "matrix not 2-D (a vector)",
+        CORRELATIONS,
+        correlation(input=[1, 2]),
+        "application/json",
+        422,
+        ["/input/0", "/input/1"],
+    ),
     ("matrix not 2-D (3-D)", CORRELATIONS, correlation(kernel=[[[1]]]), "application/json", 422, ["/kernel/0/0"]),
     ("matrix not a list", CORRELATIONS, correlation(input="[[1]]"), "application/json", 422, ["/input"]),
-    ("non-number element", CORRELATIONS, correlation(input=[[0, "1"], [2, 3]]), "application/json", 422, ["/input/0/1"]),
+    (
+        "non-number element",
+        CORRELATIONS,
+        correlation(input=[[0, "1"], [2, 3]]),
+        "application/json",
+        422,
+        ["/input/0/1"],
+    ),
     ("boolean element", CORRELATIONS, correlation(kernel=[[True]]), "application/json", 422, ["/kernel/0/0"]),
     ("null element", CORRELATIONS, correlation(kernel=[[None]]), "application/json", 422, ["/kernel/0/0"]),
-    ("element beyond float32", CORRELATIONS, correlation(input=[[1e39]], kernel=[[1]]), "application/json", 422, ["/input/0/0"]),
+    (
+        "element beyond float32",
+        CORRELATIONS,
+        correlation(input=[[1e39]], kernel=[[1]]),
+        "application/json",
+        422,
+        ["/input/0/0"],
+    ),
     ("kernel larger than input", CORRELATIONS, correlation(kernel=[[1] * 4]), "application/json", 422, ["/kernel"]),
-    ("kernel larger than padded input", CORRELATIONS, correlation(kernel=[[1] * 6] * 6, padding=1), "application/json", 422, ["/kernel"]),
+    (
+        "kernel larger than padded input",
+        CORRELATIONS,
+        correlation(kernel=[[1] * 6] * 6, padding=1),
+        "application/json",
+        422,
+        ["/kernel"],
+    ),
     ("negative padding", CORRELATIONS, correlation(padding=-1), "application/json", 422, ["/padding/0", "/padding/1"]),
     ("negative padding in a pair", CORRELATIONS, correlation(padding=[0, -2]), "application/json", 422, ["/padding/1"]),
     ("padding of three", CORRELATIONS, correlation(padding=[1, 1, 1]), "application/json", 422, ["/padding"]),
@@ -56,14 +108,49 @@ CASES = [
     ("fractional stride", CORRELATIONS, correlation(stride=1.5), "application/json", 422, ["/stride/0", "/stride/1"]),
     ("stride below 1", CORRELATIONS, correlation(stride=[1, 0]), "application/json", 422, ["/stride/1"]),
     ("bias as a string", CORRELATIONS, correlation(bias="0.5"), "application/json", 422, ["/bias"]),
-    ("matrix over the element limit", CORRELATIONS, correlation(input=[[0] * 101] * 100), "application/json", 422, ["/input"]),
+    (
+        "matrix over the element limit",
+        CORRELATIONS,
+        correlation(input=[[0] * 101] * 100),
+        "application/json",
+        422,
+        ["/input"],
+    ),
     ("body over the size limit", CORRELATIONS, b" " * 1_000_001, "application/json", 413, []),
-    ("both target and target_kernel", TRAININGS, training(target_kernel=[[1, -1]]), "application/json", 422, ["/target"]),
+    (
+        "both target and target_kernel",
+        TRAININGS,
+        training(target_kernel=[[1, -1]]),
+        "application/json",
+        422,
+        ["/target"],
+    ),
     ("neither target nor target_kernel", TRAININGS, training(target=None), "application/json", 422, ["/target"]),
     ("target of the wrong shape", TRAININGS, training(target=EDGES[:5]), "application/json", 422, ["/target"]),
-    ("kernel_size missing with target", TRAININGS, training(kernel_size=None), "application/json", 422, ["/kernel_size"]),
-    ("kernel_size disagrees with target_kernel", TRAININGS, training(target=None, target_kernel=[[1, -1]], kernel_size=[2, 1]), "application/json", 422, ["/kernel_size"]),
-    ("kernel larger than the input", TRAININGS, training(target=None, kernel_size=None, target_kernel=[[1] * 9]), "application/json", 422, ["/target_kernel"]),
+    (
+        "kernel_size missing with target",
+        TRAININGS,
+        training(kernel_size=None),
+        "application/json",
+        422,
+        ["/kernel_size"],
+    ),
+    (
+        "kernel_size disagrees with target_kernel",
+        TRAININGS,
+        training(target=None, target_kernel=[[1, -1]], kernel_size=[2, 1]),
+        "application/json",
+        422,
+        ["/kernel_size"],
+    ),
+    (
+        "kernel larger than the input",
+        TRAININGS,
+        training(target=None, kernel_size=None, target_kernel=[[1] * 9]),
+        "application/json",
+        422,
+        ["/target_kernel"],
+    ),
     ("kernel_size of zero", TRAININGS, training(kernel_size=[0, 2]), "application/json", 422, ["/kernel_size/0"]),
     ("epochs below 1", TRAININGS, training(epochs=0), "application/json", 422, ["/epochs"]),
     ("epochs over the limit", TRAININGS, training(epochs=100_001), "application/json", 422, ["/epochs"]),
@@ -84,7 +171,9 @@ def queued_state(redis) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("name,path,body,content_type,status,locations", CASES, ids=[case[0] for case in CASES])
-def test_bad_input_is_refused_with_a_problem_and_changes_nothing(client, redis_server, name, path, body, content_type, status, locations):
+def test_bad_input_is_refused_with_a_problem_and_changes_nothing(
+    client, redis_server, name, path, body, content_type, status, locations
+):
     redis = redis_server.client()
     before = queued_state(redis)
     data = body if isinstance(body, bytes) else orjson.dumps(body)
@@ -99,6 +188,12 @@ def test_bad_input_is_refused_with_a_problem_and_changes_nothing(client, redis_s
     reported = [error["loc"] for error in problem.get("errors", [])]
     assert reported == locations, problem
     assert queued_state(redis) == before
+
+
+def test_an_oversized_body_is_refused_naming_the_limit(client):
+    response = client.post(CORRELATIONS, data=b" " * 1_000_001, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.get_json()["detail"] == "the body is over this server's limit of 1000000 bytes (MAX_BODY_BYTES)"
 
 
 def test_many_faults_are_reported_but_the_list_is_capped(client):

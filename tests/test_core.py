@@ -89,7 +89,9 @@ def test_on_epoch_hears_every_loss_and_can_stop_the_training():
     X = torch.randn((8, 8), generator=torch.Generator().manual_seed(5))
     Y = corr2d(X, torch.tensor([[1.0, -1.0]]))
     heard = []
-    learned = learn_kernel(X, Y, (1, 2), lr=0.01, epochs=50, on_epoch=lambda epoch, loss: heard.append((epoch, loss)) or epoch == 4)
+    learned = learn_kernel(
+        X, Y, (1, 2), lr=0.01, epochs=50, on_epoch=lambda epoch, loss: heard.append((epoch, loss)) or epoch == 4
+    )
     assert [epoch for epoch, _ in heard] == [1, 2, 3, 4]
     assert learned.losses == [loss for _, loss in heard]
     assert learned.stopped_early and learned.epochs_run == 4
@@ -99,7 +101,9 @@ def test_divergence_is_reported_not_returned_as_nan():
     X = torch.randn((128, 128), generator=torch.Generator().manual_seed(6))
     Y = corr2d(X, torch.randn((3, 3), generator=torch.Generator().manual_seed(7)))
     reported = []
-    with pytest.raises(TrainingDiverged, match=r"training diverged at epoch \d+: loss became (inf|nan); lower lr") as raised:
+    with pytest.raises(
+        TrainingDiverged, match=r"training diverged at epoch \d+: loss became (inf|nan); lower lr"
+    ) as raised:
         learn_kernel(X, Y, (3, 3), lr=0.03, epochs=100, on_epoch=lambda epoch, loss: reported.append(loss) and False)
     assert all(math.isfinite(loss) for loss in reported)
     assert raised.value.epoch == len(reported) + 1

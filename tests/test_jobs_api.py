@@ -34,7 +34,12 @@ def train(client, body: dict) -> dict:
 def slow_training(client, epochs: int = 100_000) -> dict:
     """A training that would take minutes, to catch it running (tests cancel it)."""
     generator = torch.Generator().manual_seed(0)
-    body = {"input": torch.rand((90, 100), generator=generator).tolist(), "target_kernel": [[0.1] * 30] * 3, "lr": 1e-6, "epochs": epochs}
+    body = {
+        "input": torch.rand((90, 100), generator=generator).tolist(),
+        "target_kernel": [[0.1] * 30] * 3,
+        "lr": 1e-6,
+        "epochs": epochs,
+    }
     return submit(client, "/v1/kernel-trainings", body)
 
 
@@ -56,7 +61,9 @@ def test_seed_edge_image_and_its_transpose_through_the_api(client):
 def test_padding_stride_and_bias_agree_with_the_reference_loop(client):
     X = torch.randn((7, 9), generator=torch.Generator().manual_seed(3))
     K = torch.randn((3, 2), generator=torch.Generator().manual_seed(4))
-    job = correlate(client, {"input": X.tolist(), "kernel": K.tolist(), "padding": [2, 1], "stride": [2, 3], "bias": 0.25})
+    job = correlate(
+        client, {"input": X.tolist(), "kernel": K.tolist(), "padding": [2, 1], "stride": [2, 3], "bias": 0.25}
+    )
     expected = corr2d_reference(X, K, padding=(2, 1), stride=(2, 3), bias=0.25)
     assert job["result"]["shape"] == list(expected.shape)
     assert torch.allclose(torch.tensor(job["result"]["output"]), expected, atol=1e-5)
@@ -73,7 +80,13 @@ def test_seed_learns_the_edge_kernel_through_the_api(client):
     assert job["progress"] == {"epoch": 20, "epochs": 20, "loss": result["loss"]}
 
     page = client.get(f"/v1/jobs/{job['id']}/loss?since=0").get_json()
-    assert page == {"losses": result["loss_history"], "since": 0, "epochs_done": 20, "epochs": 20, "status": "succeeded"}
+    assert page == {
+        "losses": result["loss_history"],
+        "since": 0,
+        "epochs_done": 20,
+        "epochs": 20,
+        "status": "succeeded",
+    }
     tail = client.get(f"/v1/jobs/{job['id']}/loss?since=18").get_json()
     assert tail["losses"] == result["loss_history"][18:] and tail["since"] == 18
 
@@ -89,7 +102,15 @@ def test_training_from_a_target_kernel_with_bias_and_equal_seeds_agree(client):
 
 def test_a_diverging_training_fails_with_an_actionable_error_and_no_nan(client):
     generator = torch.Generator().manual_seed(1)
-    job = train(client, {"input": torch.randn((60, 60), generator=generator).tolist(), "target_kernel": [[1, 2, 3]] * 3, "lr": 0.5, "epochs": 50})
+    job = train(
+        client,
+        {
+            "input": torch.randn((60, 60), generator=generator).tolist(),
+            "target_kernel": [[1, 2, 3]] * 3,
+            "lr": 0.5,
+            "epochs": 50,
+        },
+    )
     assert job["status"] == "failed" and job["result"] is None
     assert job["error"]["title"] == "Training diverged"
     assert "lower lr" in job["error"]["detail"] and "diverged at epoch" in job["error"]["detail"]
@@ -111,7 +132,11 @@ def test_the_loss_history_grows_while_training_and_cancel_stops_it_within_an_epo
     loss_url = f"/v1/jobs/{job['id']}/loss"
     first = wait_until(lambda: (page := client.get(loss_url).get_json())["epochs_done"] >= 2 and page, 30, "epochs")
     assert first["status"] == "running" and first["epochs"] == 100_000
-    later = wait_until(lambda: (page := client.get(f"{loss_url}?since={first['epochs_done']}").get_json())["losses"] and page, 30, "more epochs")
+    later = wait_until(
+        lambda: (page := client.get(f"{loss_url}?since={first['epochs_done']}").get_json())["losses"] and page,
+        30,
+        "more epochs",
+    )
     assert later["epochs_done"] > first["epochs_done"]
     assert len(later["losses"]) == later["epochs_done"] - first["epochs_done"]
     running = client.get(f"/v1/jobs/{job['id']}").get_json()
@@ -129,7 +154,11 @@ def test_the_loss_history_grows_while_training_and_cancel_stops_it_within_an_epo
 
 def test_a_cancelled_queued_job_never_runs(client):
     busy = [slow_training(client) for _ in range(2)]  # both worker processes
-    wait_until(lambda: all(client.get(f"/v1/jobs/{job['id']}").get_json()["status"] == "running" for job in busy), 30, "busy worker")
+    wait_until(
+        lambda: all(client.get(f"/v1/jobs/{job['id']}").get_json()["status"] == "running" for job in busy),
+        30,
+        "busy worker",
+    )
     waiting = submit(client, "/v1/correlations", {"input": X_3X3, "kernel": K_2X2})
     response = client.delete(f"/v1/jobs/{waiting['id']}")
     assert response.status_code == 200 and response.get_json()["status"] == "cancelled"
@@ -171,5 +200,8 @@ def test_health_and_readiness(client):
 def test_jobs_match_the_documented_model(client):
     from shared.schemas import Job
 
-    for job in (correlate(client, {"input": X_3X3, "kernel": K_2X2}), train(client, {"input": EDGE_IMAGE, "target_kernel": EDGE_KERNEL, "epochs": 3})):
+    for job in (
+        correlate(client, {"input": X_3X3, "kernel": K_2X2}),
+        train(client, {"input": EDGE_IMAGE, "target_kernel": EDGE_KERNEL, "epochs": 3}),
+    ):
         assert Job.model_validate(job).model_dump(mode="json") == job

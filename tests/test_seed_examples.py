@@ -33,7 +33,7 @@ def test_seed_conv2d_layer_has_weight_and_bias_and_adds_the_bias():
     layer = Conv2D((1, 2))
     assert {name for name, _ in layer.named_parameters()} == {"weight", "bias"}
     assert layer.weight.shape == (1, 2) and layer.weight.requires_grad
-    assert 0 <= layer.weight.min() and layer.weight.max() < 1  # torch.rand, as in the seed
+    assert layer.weight.min() >= 0 and layer.weight.max() < 1  # torch.rand, as in the seed
     assert layer.bias.tolist() == [0.0]
     with torch.no_grad():
         layer.bias.fill_(0.5)
@@ -46,7 +46,7 @@ def test_seed_learns_the_edge_kernel_with_the_loss_falling():
     learned = learn_kernel(X, Y, (1, 2), lr=0.03, epochs=20)
     assert learned.epochs_run == 20
     every_second = learned.losses[1::2]  # what the seed prints: epoch 2, 4, ..., 20
-    assert all(later < earlier for earlier, later in zip(every_second, every_second[1:]))
+    assert all(later < earlier for earlier, later in zip(every_second, every_second[1:], strict=False))
     assert learned.losses[-1] < 0.05
     assert learned.kernel.shape == (1, 2)
     assert torch.allclose(learned.kernel, t(EDGE_KERNEL), atol=0.05)  # the seed shows [[0.9972, -1.0026]]
@@ -64,7 +64,7 @@ def test_learning_matches_the_seeds_nn_conv2d_loop_step_for_step():
     seed_losses = []
     for _ in range(20):
         Y_hat = conv2d(X4)
-        l = (Y_hat - Y4) ** 2
+        l = (Y_hat - Y4) ** 2  # noqa: E741 (the seed's own name)
         conv2d.zero_grad()
         l.sum().backward()
         conv2d.weight.data[:] -= 3e-2 * conv2d.weight.grad

@@ -14,10 +14,17 @@ def test_settings_are_read_from_environment_variables(monkeypatch):
     monkeypatch.setenv("MAX_EPOCHS", "50")
     monkeypatch.setenv("TORCH_DEVICE", "cpu")
     settings = Settings()
-    assert (settings.redis_url, settings.port, settings.max_epochs, settings.torch_device) == ("redis://127.0.0.1:6390/2", 9000, 50, "cpu")
+    assert (settings.redis_url, settings.port, settings.max_epochs, settings.torch_device) == (
+        "redis://127.0.0.1:6390/2",
+        9000,
+        50,
+        "cpu",
+    )
 
 
-@pytest.mark.parametrize("name,value", [("PORT", "0"), ("MAX_EPOCHS", "-1"), ("TORCH_DEVICE", "tpu"), ("JOB_TTL_SECONDS", "soon")])
+@pytest.mark.parametrize(
+    "name,value", [("PORT", "0"), ("MAX_EPOCHS", "-1"), ("TORCH_DEVICE", "tpu"), ("JOB_TTL_SECONDS", "soon")]
+)
 def test_a_bad_setting_stops_the_process_with_its_name(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError, match=name.lower()):

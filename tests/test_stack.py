@@ -29,7 +29,10 @@ class Stack:
             "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
         }
         self.log = workdir / "stack.log"
-        self.process = subprocess.Popen([REPO / "bin" / "run"], cwd=REPO, env=env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [REPO / "bin" / "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         wait_until(self._ready, 90, f"the stack at {self.url} to be ready (log: {self.log})", interval=0.5)
 
     def _ready(self) -> bool:
@@ -44,7 +47,9 @@ class Stack:
         response = requests.post(f"{self.url}{path}", json=body, timeout=10)
         assert response.status_code == 202, response.text
         location = self.url + response.headers["Location"]
-        return wait_until(lambda: (job := requests.get(location, timeout=10).json())["status"] in FINISHED and job, 30, "the job")
+        return wait_until(
+            lambda: (job := requests.get(location, timeout=10).json())["status"] in FINISHED and job, 30, "the job"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +75,27 @@ def test_stack_learns_the_edge_kernel_and_serves_its_loss_history(stack):
 
 
 def test_stack_answers_bad_input_with_problem_json(stack):
-    response = requests.post(f"{stack.url}/v1/correlations", data=b"[" * 1000, headers={"Content-Type": "application/json"}, timeout=10)
+    response = requests.post(
+        f"{stack.url}/v1/correlations", data=b"[" * 1000, headers={"Content-Type": "application/json"}, timeout=10
+    )
     assert response.status_code == 400 and response.headers["Content-Type"] == "application/problem+json"
 
 
 def test_make_demo_walks_through_the_seed(stack):
-    demo = subprocess.run([sys.executable, "scripts/demo.py", "--url", stack.url], cwd=REPO, capture_output=True, text=True, timeout=60)
+    demo = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--url", stack.url], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert demo.returncode == 0, demo.stderr
     out = demo.stdout
     assert "corr2d(X, K) =\n[[ 19.,  25.],\n [ 37.,  43.]]" in out
     assert "[[  0.,   1.,   0.,   0.,   0.,  -1.,   0.]," in out
-    assert "corr2d(X.t(), K)   (the vertical edges are gone) =\n" + "[" + ",\n ".join(["[  0.,   0.,   0.,   0.,   0.]"] * 8) + "]" in out
+    assert (
+        "corr2d(X.t(), K)   (the vertical edges are gone) =\n"
+        + "["
+        + ",\n ".join(["[  0.,   0.,   0.,   0.,   0.]"] * 8)
+        + "]"
+        in out
+    )
     losses = [float(line.rsplit(" ", 1)[1]) for line in out.splitlines() if line.startswith("epoch ")]
     assert len(losses) == 10 and losses == sorted(losses, reverse=True)
     learned = out.split("learned kernel =\n")[1].strip().strip("[]").split(",")

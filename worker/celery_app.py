@@ -2,6 +2,7 @@
 
 import os
 
+import torch
 from celery.signals import worker_process_init
 
 from shared.settings import get_settings
@@ -18,7 +19,5 @@ def _size_torch_threads(**_) -> None:
     Set in the child, after fork: torch's thread pool does not survive fork,
     and children that each take every core oversubscribe the machine.
     """
-    import torch
-
     children = app.conf.worker_concurrency or os.cpu_count() or 1
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // children))

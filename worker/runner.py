@@ -54,7 +54,8 @@ def run_job(job_id: str, request_model: type[BaseModel], compute: Compute) -> No
     except OutputNotFinite as error:
         problem = Problem(type="/problems/output-not-finite", title="Output not finite", status=422, detail=str(error))
     except SoftTimeLimitExceeded:
-        detail = f"the job ran longer than the time limit of {get_settings().job_time_limit_seconds} s (JOB_TIME_LIMIT_SECONDS)"
+        limit = get_settings().job_time_limit_seconds
+        detail = f"the job ran longer than the time limit of {limit} s (JOB_TIME_LIMIT_SECONDS)"
         problem = Problem(type="/problems/time-limit", title="Time limit exceeded", status=504, detail=detail)
     except Exception:
         log.exception("job %s attempt %d crashed", job_id, attempt.number)

@@ -1,10 +1,10 @@
 """The Celery tasks: thin wrappers that run one job of each kind through the job runner."""
 
+from shared.schemas import CorrelationRequest, KernelTrainingRequest
+from shared.taskqueue import TASK_FOR_KIND
 from worker import compute
 from worker.celery_app import app
 from worker.runner import run_job
-from shared.schemas import CorrelationRequest, KernelTrainingRequest
-from shared.taskqueue import TASK_FOR_KIND
 
 
 @app.task(name=TASK_FOR_KIND["correlation"])
