@@ -2,7 +2,7 @@
 
 from typing import TypeVar
 
-import orjson
+import jiter
 from flask import current_app, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -16,9 +16,9 @@ Model = TypeVar("Model", bound=BaseModel)
 def parse_body(model: type[Model], limits: Limits) -> Model:
     """Return the body validated as `model`, or raise the problem that says what is wrong with it.
 
-    orjson refuses what is not JSON (NaN, invalid UTF-8, nesting deeper than
-    1024) with a ValueError instead of a RecursionError, so no body can crash
-    the parser. Flask enforces the body size (413) when the data is read.
+    jiter refuses what is not strict JSON (NaN, invalid UTF-8, duplicate keys,
+    nesting deeper than about 200) with a ValueError, never a RecursionError, so no
+    body can crash the parser. Flask enforces the body size when the data is read.
     """
     if not request.is_json:
         got = request.mimetype or "no content type"
@@ -26,12 +26,12 @@ def parse_body(model: type[Model], limits: Limits) -> Model:
             Problem(title="Unsupported Media Type", status=415, detail=f"send the body as application/json, not {got}")
         )
     try:
-        data = orjson.loads(request.get_data(cache=False))
+        data = jiter.from_json(request.get_data(cache=False), allow_inf_nan=False, catch_duplicate_keys=True)
     except RequestEntityTooLarge:
         limit = current_app.config["MAX_CONTENT_LENGTH"]
         detail = f"the body is over this server's limit of {limit} bytes (MAX_BODY_BYTES)"
         raise ProblemError(Problem(title="Content Too Large", status=413, detail=detail)) from None
-    except orjson.JSONDecodeError as error:
+    except ValueError as error:
         raise ProblemError(
             Problem(
                 type="/problems/malformed-json",

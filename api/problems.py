@@ -1,6 +1,7 @@
 """Every error the API answers is RFC 9457 problem+json; nothing escapes as HTML or a traceback."""
 
 import logging
+import uuid
 
 import orjson
 from flask import Flask, Response
@@ -77,8 +78,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error")
-        problem = Problem(
-            title="Internal Server Error", status=500, detail="an unexpected error occurred; it has been logged"
-        )
-        return problem_response(problem)
+        """Log the traceback under an opaque id and tell the client only that id."""
+        incident = f"urn:uuid:{uuid.uuid4()}"
+        log.exception("unhandled error %s", incident)
+        detail = "an unexpected error occurred; quote the instance id to the operators"
+        return problem_response(Problem(title="Internal Server Error", status=500, detail=detail, instance=incident))

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 
 import orjson
 from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from shared.schemas import JobKind, Problem
 from shared.settings import Settings
@@ -101,6 +103,18 @@ return status
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    base: float  # seconds; the n-th retry waits a random time up to base * 2**n...
+    cap: float  # ...but never more than cap
+    retries: int
+
+
+# redis-py's default (10 retries, up to 1 s apart) would hold an API request for ~5 s.
+IMPATIENT_RETRY = RetryPolicy(base=0.01, cap=0.1, retries=2)
+PATIENT_RETRY = RetryPolicy(base=0.05, cap=2.0, retries=20)
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One run of a job by a worker: the request to run, and the number that guards this run's writes."""
 
@@ -126,12 +140,19 @@ class JobStore:
         self._cancel = redis.register_script(_CANCEL)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "JobStore":
-        """Connect as the settings say, with timeouts so that a lost Redis fails fast instead of hanging."""
+    def from_settings(cls, settings: Settings, *, patient: bool = False) -> "JobStore":
+        """Connect as the settings say.
+
+        The API is impatient: a lost Redis must turn into a 503 within seconds.
+        Workers are patient: they ride out a Redis restart of up to about half a
+        minute in the middle of a job rather than abandon it.
+        """
+        retry = PATIENT_RETRY if patient else IMPATIENT_RETRY
         redis = Redis.from_url(
             settings.redis_url,
             socket_timeout=settings.redis_timeout_seconds,
             socket_connect_timeout=settings.redis_timeout_seconds,
+            retry=Retry(ExponentialWithJitterBackoff(base=retry.base, cap=retry.cap), retry.retries),
             health_check_interval=30,
         )
         return cls(redis, settings.job_ttl_seconds, settings.max_attempts)
@@ -250,6 +271,7 @@ class JobStore:
             "id": fields["id"],
             "kind": fields["kind"],
             "status": fields["status"],
+            "attempts": int(fields["attempts"]),
             "created_at": fields["created_at"],
             "started_at": fields.get("started_at"),
             "finished_at": fields.get("finished_at"),

@@ -228,6 +228,7 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str
+    instance: str | None = Field(None, description="identifies this occurrence, e.g. in the server's logs")
     errors: list[FieldError] | None = None
 
 
@@ -256,6 +257,7 @@ class Job(BaseModel):
     id: str
     kind: JobKind
     status: JobStatus
+    attempts: int = Field(description="how many times a worker has started the job (more than 1 after a redelivery)")
     created_at: str
     started_at: str | None
     finished_at: str | None

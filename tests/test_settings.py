@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.settings import Settings
-from shared.taskqueue import REDELIVERY_MARGIN_SECONDS, create_celery
+from shared.taskqueue import create_celery
 from tests.support import REPO
 
 
@@ -32,11 +32,15 @@ def test_a_bad_setting_stops_the_process_with_its_name(monkeypatch, name, value)
 
 
 def test_the_queue_is_json_only_with_late_acks_and_redelivery_after_the_time_limit():
-    conf = create_celery(Settings(job_time_limit_seconds=120)).conf
+    settings = Settings(job_time_limit_seconds=120, redelivery_margin_seconds=15, restore_sweep_seconds=5)
+    conf = create_celery(settings).conf
     assert conf.task_serializer == "json" and conf.accept_content == ["json"]
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
-    assert conf.task_soft_time_limit < conf.task_time_limit == 120
-    assert conf.broker_transport_options["visibility_timeout"] == 120 + REDELIVERY_MARGIN_SECONDS
+    assert conf.task_soft_time_limit == 114 and conf.task_time_limit == 120
+    transport = conf.broker_transport_options
+    assert transport["visibility_timeout"] == 135 > conf.task_time_limit
+    assert transport["unacked_restore_interval"] == 5 and transport["unacked_restore_throttle"] == 1
+    assert settings.redelivery_bound_seconds == 140
 
 
 def test_the_readme_lists_every_setting_with_its_default():

@@ -1,7 +1,9 @@
 """One attempt at one job: start it in the job store, run it, record how it ended.
 
 Whatever happens, the job ends with a status and, when it failed, an error a
-person can act on; tracebacks stay in the worker's log.
+person can act on; tracebacks stay in the worker's log. If Redis stays away
+longer than the job store's patience, the job is handed back to the queue
+rather than failed: Redis, not this process, decides who runs it next.
 """
 
 import logging
@@ -9,11 +11,13 @@ from collections.abc import Callable
 from functools import lru_cache
 
 import torch
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services import EpochCallback, TrainingDiverged, pick_device
-from shared.jobstore import AttemptsExhausted, JobStore
+from shared.jobstore import Attempt, AttemptsExhausted, JobStore
 from shared.schemas import Problem
 from shared.settings import get_settings
 from worker.compute import OutputNotFinite
@@ -21,12 +25,13 @@ from worker.compute import OutputNotFinite
 log = logging.getLogger(__name__)
 
 Compute = Callable[[BaseModel, torch.device, EpochCallback], bytes]
+RedisUnavailable = (RedisConnectionError, RedisTimeoutError)
 
 
 @lru_cache
 def job_store() -> JobStore:
     """The job store of this worker process, connected on first use (after fork)."""
-    return JobStore.from_settings(get_settings())
+    return JobStore.from_settings(get_settings(), patient=True)
 
 
 @lru_cache
@@ -39,16 +44,24 @@ def run_job(job_id: str, request_model: type[BaseModel], compute: Compute) -> No
     store = job_store()
     try:
         attempt = store.start(job_id)
+        if attempt is None:
+            log.info("job %s skipped: cancelled, finished or expired", job_id)
+            return
+        log.info("job %s attempt %d started", job_id, attempt.number)
+        _run(store, attempt, request_model.model_validate_json(attempt.request), compute)
     except AttemptsExhausted as exhausted:
         log.error("job %s failed: %s", job_id, exhausted)
-        return
-    if attempt is None:
-        log.info("job %s skipped: cancelled, finished or expired", job_id)
-        return
-    log.info("job %s attempt %d started", job_id, attempt.number)
-    request = request_model.model_validate_json(attempt.request)
+    except RedisUnavailable as error:
+        log.warning("job %s: Redis unreachable (%s); handing the job back to the queue", job_id, error)
+        raise Reject(str(error), requeue=True) from error
+
+
+def _run(store: JobStore, attempt: Attempt, request: BaseModel, compute: Compute) -> None:
+    job_id = attempt.job_id
     try:
         result = compute(request, device(), lambda epoch, loss: not store.record_epoch(attempt, epoch, loss))
+    except RedisUnavailable:
+        raise
     except TrainingDiverged as error:
         problem = Problem(type="/problems/training-diverged", title="Training diverged", status=422, detail=str(error))
     except OutputNotFinite as error:
