@@ -32,9 +32,13 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
     return Response(body, problem.status, headers=headers, mimetype="application/problem+json")
 
 
+MAX_LOCATION_PART = 100  # an unknown key is echoed in its location: never echo megabytes
+
+
 def json_pointer(loc: tuple[str | int, ...]) -> str:
     """Turn a pydantic location into an RFC 6901 JSON pointer: ("input", 3) -> "/input/3"."""
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in loc)
+    parts = (str(part)[:MAX_LOCATION_PART].replace("~", "~0").replace("/", "~1") for part in loc)
+    return "".join("/" + part for part in parts)
 
 
 def invalid_request(error: ValidationError) -> ProblemError:

@@ -1,0 +1,1 @@
+"""Celery app modules that wrap the shipped worker to inject one fault each, for the fault tests."""
