@@ -1,14 +1,19 @@
 """Over real HTTP, against the stack as `make run` starts it: honcho, embedded Redis, gunicorn and a worker."""
 
+import collections
 import os
 import signal
+import statistics
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
+import torch
 
 from tests.seed import EDGE_IMAGE, EDGES, K_2X2, Y_3X3
 from tests.support import REPO, free_port, wait_until
@@ -100,6 +105,60 @@ def test_make_demo_walks_through_the_seed(stack):
     assert len(losses) == 10 and losses == sorted(losses, reverse=True)
     learned = out.split("learned kernel =\n")[1].strip().strip("[]").split(",")
     assert [float(value) for value in learned] == pytest.approx([1, -1], abs=0.05)
+
+
+def test_load_of_small_jobs_from_concurrent_clients_beside_a_saturating_training(stack):
+    """LOAD_JOBS tiny jobs (2,000 by default) from 16 clients while a training keeps a worker process busy."""
+    jobs, clients = int(os.environ.get("LOAD_JOBS", "2000")), 16
+    generator = torch.Generator().manual_seed(0)
+    training = {"input": torch.rand((300, 300), generator=generator).tolist(), "target_kernel": [[1.0] * 3] * 3}
+    busy = requests.post(
+        f"{stack.url}/v1/kernel-trainings", json={**training, "lr": 1e-7, "epochs": 10_000}, timeout=10
+    )
+    busy_url = stack.url + busy.headers["Location"]
+    wait_until(lambda: requests.get(busy_url, timeout=10).json()["status"] == "running", 30, "the training to run")
+
+    statuses, get_latencies = collections.Counter(), []
+
+    def client(numbers: range) -> dict[int, dict]:
+        session, finished = requests.Session(), {}
+        for number in numbers:
+            response = session.post(
+                f"{stack.url}/v1/correlations", json={"input": [[float(number), 1.0]], "kernel": [[2.0]]}, timeout=30
+            )
+            statuses[response.status_code] += 1
+            location = stack.url + response.headers["Location"]
+            while True:
+                started = time.perf_counter()
+                response = session.get(location, timeout=30)
+                get_latencies.append(time.perf_counter() - started)
+                statuses[response.status_code] += 1
+                if response.json()["status"] in FINISHED:
+                    finished[number] = response.json()
+                    break
+                time.sleep(0.01)
+        return finished
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        results = {}
+        for finished in pool.map(client, [range(i, jobs, clients) for i in range(clients)]):
+            results |= finished
+    elapsed = time.perf_counter() - started
+    requests.delete(busy_url, timeout=10)
+
+    p50, p99 = statistics.quantiles(get_latencies, n=100)[49], statistics.quantiles(get_latencies, n=100)[98]
+    print(
+        f"\n{jobs} jobs from {clients} clients in {elapsed:.1f} s ({jobs / elapsed:.0f} jobs/s) beside a training; "
+        f"GET p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms over {len(get_latencies)} GETs"
+    )
+    assert set(statuses) <= {200, 202}, statuses
+    assert sorted(results) == list(range(jobs))
+    assert len({job["id"] for job in results.values()}) == jobs
+    for number, job in results.items():
+        assert job["status"] == "succeeded" and job["attempts"] == 1
+        assert job["result"]["output"] == [[2.0 * number, 2.0]]
+    assert p99 < 2.0
 
 
 def test_sigterm_stops_every_process_the_stack_started(stack):
