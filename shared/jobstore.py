@@ -110,7 +110,7 @@ class RetryPolicy:
 
 
 # redis-py's default (10 retries, up to 1 s apart) would hold an API request for ~5 s.
-IMPATIENT_RETRY = RetryPolicy(base=0.01, cap=0.1, retries=2)
+IMPATIENT_RETRY = RetryPolicy(base=0.01, cap=0.1, retries=1)
 PATIENT_RETRY = RetryPolicy(base=0.05, cap=2.0, retries=20)
 
 

@@ -44,8 +44,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(20.0, ge=0)
     # Where workers compute: "auto" takes CUDA when the worker has it.
     torch_device: Literal["auto", "cpu", "cuda"] = "auto"
-    # How long API calls to Redis may wait before answering 503.
-    redis_timeout_seconds: float = Field(2.0, gt=0)
+    # How long one job-store call may wait on Redis: the API answers 503 soon after.
+    redis_timeout_seconds: float = Field(0.5, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @property

@@ -15,6 +15,8 @@ TASK_FOR_KIND: dict[JobKind, str] = {
     "kernel_training": "convq.train_kernel",
 }
 
+BROKER_SOCKET_TIMEOUT_SECONDS = 5
+
 
 def create_celery(settings: Settings) -> Celery:
     """Create the Celery app configured from settings."""
@@ -37,8 +39,9 @@ def create_celery(settings: Settings) -> Celery:
             "visibility_timeout": settings.visibility_timeout_seconds,
             "unacked_restore_interval": settings.restore_sweep_seconds,
             "unacked_restore_throttle": 1,
-            "socket_timeout": settings.redis_timeout_seconds,
-            "socket_connect_timeout": settings.redis_timeout_seconds,
+            # Above kombu's 1 s BRPOP poll, or an idle worker would see timeouts.
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
+            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
         },
         broker_connection_retry_on_startup=True,
         worker_concurrency=settings.worker_concurrency,

@@ -174,7 +174,7 @@ def test_sigterm_hands_a_running_job_back_at_once(cluster):
     assert len(job["result"]["loss_history"]) == EPOCHS * 3
 
 
-def test_redis_down_gives_fast_503s_and_the_same_api_recovers(cluster):
+def test_redis_down_or_hung_gives_fast_503s_and_the_same_api_recovers(cluster):
     client = cluster.client
     job_id = submit(client, "/v1/correlations", {"input": [[1]], "kernel": [[1]]})
     cluster.redis.stop()
@@ -190,6 +190,11 @@ def test_redis_down_gives_fast_503s_and_the_same_api_recovers(cluster):
         assert elapsed < 2, f"{method.upper()} took {elapsed:.2f} s with Redis down"
 
     cluster.redis.start()
+    cluster.redis.process.send_signal(signal.SIGSTOP)  # a hung Redis: connections open, no answers
+    started = time.monotonic()
+    response = client.get(f"/v1/jobs/{job_id}")
+    assert response.status_code == 503 and time.monotonic() - started < 2
+    cluster.redis.process.send_signal(signal.SIGCONT)
     restarted = time.monotonic()
     wait_until(lambda: client.get(f"/v1/jobs/{job_id}").status_code == 200, 5, "the API to serve again")
     print(f"\nAPI served again {time.monotonic() - restarted:.2f} s after Redis restarted")
