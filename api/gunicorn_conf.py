@@ -1,12 +1,32 @@
 """Gunicorn settings for the API, derived from convq's settings."""
 
+import os
+import shutil
+from pathlib import Path
+
+from prometheus_client import multiprocess
+
+from shared.logs import logging_config
 from shared.settings import get_settings
 
 _settings = get_settings()
 
 bind = f"{_settings.host}:{_settings.port}"
-# Threads, so that slow clients and long polls do not starve other requests.
+# Threads, so that slow clients and long requests do not starve the others.
 worker_class = "gthread"
 workers = 2
 threads = 8
-accesslog = "-"
+# The app logs each request as JSON (api/telemetry.py); gunicorn's own lines are JSON too.
+accesslog = None
+logconfig_dict = logging_config(_settings.log_level, "api")
+
+
+def on_starting(server) -> None:
+    """Start the metrics from zero: files left by an earlier run would be added in."""
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+
+
+def child_exit(server, worker) -> None:
+    multiprocess.mark_process_dead(worker.pid)

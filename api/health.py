@@ -1,16 +1,21 @@
 """Service endpoints: /healthz (the process is alive) and /readyz (it can do its work)."""
 
-from flask import Blueprint, Response
+import threading
+import time
+
+from flask import Blueprint, Response, current_app
 from redis.exceptions import RedisError
 
 from api.problems import ProblemError
 from api.responses import json_response
-from api.runtime import runtime
+from api.runtime import Runtime, runtime
 from shared.schemas import Problem
 
 bp = Blueprint("health", __name__)
 
 WORKER_PING_TIMEOUT_SECONDS = 1.0
+# Probes from load balancers and compose come often; one real check per process per this long.
+READINESS_CACHE_SECONDS = 2.0
 
 
 @bp.get("/healthz")
@@ -20,19 +25,40 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when Redis answers and at least one worker answers a ping."""
-    rt = runtime()
-    try:
-        rt.store.ping()
-    except RedisError as error:
-        raise _not_ready(f"Redis is not reachable: {error}") from None
-    workers = rt.queue.control.ping(timeout=WORKER_PING_TIMEOUT_SECONDS)
-    if not workers:
-        raise _not_ready(f"no worker answered a ping within {WORKER_PING_TIMEOUT_SECONDS:g} s")
-    return json_response({"status": "ready", "redis": "ok", "workers": len(workers)})
+    """Ready when Redis answers and at least one worker answers a ping, checked at most every 2 s."""
+    probe = current_app.extensions.setdefault("convq.readiness", Readiness())
+    problem, body = probe.check(runtime())
+    if problem is not None:
+        raise ProblemError(problem, {"Retry-After": str(int(READINESS_CACHE_SECONDS))})
+    return json_response(body)
 
 
-def _not_ready(detail: str) -> ProblemError:
-    return ProblemError(
-        Problem(type="/problems/not-ready", title="Not Ready", status=503, detail=detail), {"Retry-After": "5"}
-    )
+class Readiness:
+    """The latest readiness verdict of this process, and when it was reached."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._checked_at = float("-inf")
+        self._verdict: tuple[Problem | None, dict | None] = (None, None)
+
+    def check(self, rt: Runtime) -> tuple[Problem | None, dict | None]:
+        with self._lock:
+            if time.monotonic() - self._checked_at >= READINESS_CACHE_SECONDS:
+                self._verdict = self._probe(rt)
+                self._checked_at = time.monotonic()
+            return self._verdict
+
+    @staticmethod
+    def _probe(rt: Runtime) -> tuple[Problem | None, dict | None]:
+        try:
+            rt.store.ping()
+        except RedisError as error:
+            return _not_ready(f"Redis is not reachable: {error}"), None
+        workers = rt.queue.control.ping(timeout=WORKER_PING_TIMEOUT_SECONDS)
+        if not workers:
+            return _not_ready(f"no worker answered a ping within {WORKER_PING_TIMEOUT_SECONDS:g} s"), None
+        return None, {"status": "ready", "redis": "ok", "workers": len(workers)}
+
+
+def _not_ready(detail: str) -> Problem:
+    return Problem(type="/problems/not-ready", title="Not Ready", status=503, detail=detail)

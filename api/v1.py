@@ -12,6 +12,7 @@ from api.body import parse_body
 from api.problems import RETRY_UNAVAILABLE_SECONDS, ProblemError
 from api.responses import json_response
 from api.runtime import runtime
+from shared import logs
 from shared.schemas import FINISHED, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
 from shared.taskqueue import TASK_FOR_KIND
 
@@ -73,12 +74,12 @@ def cancel_job(job_id: str) -> Response:
 def _submit(kind: JobKind, job_request: BaseModel, epochs: int | None = None) -> Response:
     """Store the job and its request, then queue a message that carries only the job id."""
     rt = runtime()
-    job = rt.store.create(kind, job_request.model_dump_json().encode(), epochs)
+    job = rt.store.create(kind, job_request.model_dump_json().encode(), epochs, logs.request_id.get())
     try:
         rt.queue.send_task(TASK_FOR_KIND[kind], args=[job["id"]])
     except OperationalError as error:
         log.warning("could not queue job %s: %s", job["id"], error)
-        rt.store.discard(job["id"])
+        rt.store.discard(job["id"], kind)
         problem = Problem(
             type="/problems/unavailable",
             title="Service Unavailable",

@@ -26,26 +26,41 @@ from shared.schemas import JobKind, Problem
 from shared.settings import Settings
 
 _PREFIX = "convq:job:"
+# Counters of every job ever seen, for /metrics; updated by the same scripts that change job states,
+# so they agree with them exactly, whichever API process or worker made the change. Never expires.
+METRICS_KEY = "convq:metrics"
+# Upper bounds (seconds) of the job run time histogram's buckets.
+RUN_TIME_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600)
 
 
 def _keys(job_id: str) -> list[str]:
-    """The job's keys, in the order the Lua scripts take them: record, request, result, losses."""
+    """The job's keys: record, request, result, losses."""
     record = _PREFIX + job_id
     return [record, record + ":request", record + ":result", record + ":losses"]
+
+
+def _script_keys(job_id: str) -> list[str]:
+    """The keys the Lua scripts take: the job's, then the metrics hash."""
+    return [*_keys(job_id), METRICS_KEY]
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-# KEYS: record, request, result, losses. ARGV[1]: ttl.
-_EXPIRE_ALL = """
-for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[1]) end
+def run_time_bucket(seconds: float) -> str:
+    """The label of the histogram bucket a run time falls in."""
+    return next((f"{bound:g}" for bound in RUN_TIME_BUCKETS if seconds <= bound), "+Inf")
+
+
+# KEYS: record, request, result, losses, metrics. ARGV[1]: ttl. The metrics hash never expires.
+_EXPIRE_JOB = """
+for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
 """
 
-# ARGV: ttl, now, max_attempts. Returns {attempt, request} or {0, reason}.
+# ARGV: ttl, now, max_attempts. Returns {attempt, request, request id} or {0, reason}.
 _START = (
-    _EXPIRE_ALL
+    _EXPIRE_JOB
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, 'gone'} end
@@ -56,7 +71,7 @@ local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if attempt > tonumber(ARGV[3]) then return {-attempt, 'exhausted'} end
 redis.call('HSET', KEYS[1], 'status', 'running')
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
-return {attempt, request}
+return {attempt, request, redis.call('HGET', KEYS[1], 'request_id') or ''}
 """
 )
 
@@ -66,17 +81,18 @@ if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[2] then return 0 end
 if redis.call('LLEN', KEYS[4]) == tonumber(ARGV[3]) - 1 then
   redis.call('RPUSH', KEYS[4], ARGV[4])
   redis.call('EXPIRE', KEYS[4], ARGV[1])
+  redis.call('HINCRBY', KEYS[5], 'epochs', 1)
 end
 if redis.call('HGET', KEYS[1], 'cancel_requested') then return 0 end
 return 1
 """
 
-# ARGV: ttl, attempt (or '' for any), now, status, result JSON, error JSON.
+# ARGV: ttl, attempt (or '' for any), now, status, result JSON, error JSON, run seconds, run time bucket.
 # A success asked to cancel becomes cancelled. Returns the final status, or false if not this attempt's to finish.
 _FINISH = (
-    _EXPIRE_ALL
+    _EXPIRE_JOB
     + """
-local record = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'cancel_requested')
+local record = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'cancel_requested', 'kind')
 if not record[1] or record[1] ~= 'running' and record[1] ~= 'queued' then return false end
 if ARGV[2] ~= '' and record[2] ~= ARGV[2] then return false end
 local status = ARGV[4]
@@ -84,17 +100,25 @@ if status == 'succeeded' and record[3] then status = 'cancelled' end
 redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[3])
 if status == 'succeeded' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[1]) end
 if status == 'failed' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
+local kind = record[4]
+redis.call('HINCRBY', KEYS[5], 'finished:' .. kind .. ':' .. status, 1)
+if ARGV[8] ~= '' then
+  redis.call('HINCRBY', KEYS[5], 'run_seconds_bucket:' .. kind .. ':' .. ARGV[8], 1)
+  redis.call('HINCRBYFLOAT', KEYS[5], 'run_seconds_sum:' .. kind, ARGV[7])
+end
 return status
 """
 )
 
 # ARGV: ttl, now. A queued job is cancelled at once; a running one is flagged. Returns the status after, or false.
 _CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
+local record = redis.call('HMGET', KEYS[1], 'status', 'kind')
+local status = record[1]
 if not status then return false end
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2])
-  for _, key in ipairs(KEYS) do redis.call('EXPIRE', key, ARGV[1]) end
+  for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+  redis.call('HINCRBY', KEYS[5], 'finished:' .. record[2] .. ':cancelled', 1)
   return 'cancelled'
 end
 if status == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
@@ -121,6 +145,36 @@ class Attempt:
     job_id: str
     number: int
     request: bytes
+    request_id: str | None  # of the HTTP request that submitted the job, for the logs
+
+
+@dataclass(frozen=True)
+class JobMetrics:
+    """What the metrics hash holds, by job kind."""
+
+    submitted: dict[str, int]
+    finished: dict[tuple[str, str], int]  # (kind, status) -> count
+    epochs: int
+    run_seconds_buckets: dict[tuple[str, str], int]  # (kind, bucket upper bound) -> count, not cumulative
+    run_seconds_sum: dict[str, float]
+
+    @classmethod
+    def parse(cls, fields: dict[bytes, bytes]) -> "JobMetrics":
+        submitted, finished, buckets, sums, epochs = {}, {}, {}, {}, 0
+        for raw_name, raw_value in fields.items():
+            name, value = raw_name.decode(), raw_value.decode()
+            match name.split(":"):
+                case ["submitted", kind]:
+                    submitted[kind] = int(value)
+                case ["finished", kind, status]:
+                    finished[(kind, status)] = int(value)
+                case ["run_seconds_bucket", kind, bound]:
+                    buckets[(kind, bound)] = int(value)
+                case ["run_seconds_sum", kind]:
+                    sums[kind] = float(value)
+                case ["epochs"]:
+                    epochs = int(value)
+        return cls(submitted, finished, epochs, buckets, sums)
 
 
 class AttemptsExhausted(Exception):
@@ -159,23 +213,31 @@ class JobStore:
 
     # --- used by the API -------------------------------------------------------------------
 
-    def create(self, kind: JobKind, request_json: bytes, epochs: int | None = None) -> dict:
+    def create(
+        self, kind: JobKind, request_json: bytes, epochs: int | None = None, request_id: str | None = None
+    ) -> dict:
         """Store a new queued job and its request; return the job as the API shows it."""
         job_id = str(uuid.uuid4())
         record = {"id": job_id, "kind": kind, "status": "queued", "created_at": _now(), "attempts": 0}
         if epochs is not None:
             record["epochs"] = epochs
+        if request_id is not None:
+            record["request_id"] = request_id
         record_key, request_key, _, _ = _keys(job_id)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(record_key, mapping=record)
             pipe.expire(record_key, self.ttl)
             pipe.set(request_key, request_json, ex=self.ttl)
+            pipe.hincrby(METRICS_KEY, f"submitted:{kind}", 1)
             pipe.execute()
         return self._view({key: str(value) for key, value in record.items()}, None, 0, None)
 
-    def discard(self, job_id: str) -> None:
-        """Remove a job that could not be queued."""
-        self.redis.delete(*_keys(job_id))
+    def discard(self, job_id: str, kind: JobKind) -> None:
+        """Remove a job that could not be queued, as if it had never been submitted."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(*_keys(job_id))
+            pipe.hincrby(METRICS_KEY, f"submitted:{kind}", -1)
+            pipe.execute()
 
     def get(self, job_id: str) -> dict | None:
         """Return the job as the API shows it, its result spliced in as raw JSON, or None if unknown or expired."""
@@ -212,11 +274,15 @@ class JobStore:
 
     def cancel(self, job_id: str) -> str | None:
         """Cancel a queued job, ask a running one to stop; return the status after, or None if unknown."""
-        status = self._cancel(keys=_keys(job_id), args=[self.ttl, _now()])
+        status = self._cancel(keys=_script_keys(job_id), args=[self.ttl, _now()])
         return status.decode() if status else None
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
+
+    def metrics(self) -> "JobMetrics":
+        """The job counters: submitted, finished by status, epochs run, run times."""
+        return JobMetrics.parse(self.redis.hgetall(METRICS_KEY))
 
     # --- used by workers -------------------------------------------------------------------
 
@@ -225,7 +291,9 @@ class JobStore:
 
         Raises AttemptsExhausted, after failing the job, when this would be one attempt too many.
         """
-        number, payload = self._start(keys=_keys(job_id), args=[self.ttl, _now(), self.max_attempts])
+        number, payload, *request_id = self._start(
+            keys=_script_keys(job_id), args=[self.ttl, _now(), self.max_attempts]
+        )
         if number < 0:
             detail = (
                 f"the job was started {-number - 1} times and its worker died each time "
@@ -235,27 +303,37 @@ class JobStore:
                 job_id, None, Problem(type="/problems/worker-lost", title="Worker lost", status=500, detail=detail)
             )
             raise AttemptsExhausted(detail)
-        return Attempt(job_id, number, payload) if number > 0 else None
+        return Attempt(job_id, number, payload, request_id[0].decode() or None) if number > 0 else None
 
     def record_epoch(self, attempt: Attempt, epoch: int, loss: float) -> bool:
         """Record epoch `epoch`'s loss once, whatever the redeliveries; return False if the run should stop."""
         args = [self.ttl, attempt.number, epoch, repr(loss)]
-        return bool(self._record_epoch(keys=_keys(attempt.job_id), args=args))
+        return bool(self._record_epoch(keys=_script_keys(attempt.job_id), args=args))
 
-    def succeed(self, attempt: Attempt, result_json: bytes) -> str | None:
+    def succeed(self, attempt: Attempt, result_json: bytes, run_seconds: float | None = None) -> str | None:
         """Finish the job with its result, or as cancelled if that was asked; None if not this attempt's to finish."""
-        return self._finish_job(attempt.job_id, attempt.number, "succeeded", result=result_json)
+        return self._finish_job(attempt.job_id, attempt.number, "succeeded", run_seconds, result=result_json)
 
-    def fail(self, job_id: str, attempt: Attempt | None, error: Problem) -> str | None:
+    def fail(
+        self, job_id: str, attempt: Attempt | None, error: Problem, run_seconds: float | None = None
+    ) -> str | None:
         """Finish the job as failed with an error a person can act on."""
         number = attempt.number if attempt is not None else None
-        return self._finish_job(job_id, number, "failed", error=error.model_dump_json(exclude_none=True).encode())
+        error_json = error.model_dump_json(exclude_none=True).encode()
+        return self._finish_job(job_id, number, "failed", run_seconds, error=error_json)
 
     def _finish_job(
-        self, job_id: str, number: int | None, status: str, result: bytes = b"", error: bytes = b""
+        self,
+        job_id: str,
+        number: int | None,
+        status: str,
+        run_seconds: float | None,
+        result: bytes = b"",
+        error: bytes = b"",
     ) -> str | None:
-        args = [self.ttl, "" if number is None else number, _now(), status, result, error]
-        final = self._finish(keys=_keys(job_id), args=args)
+        timing = ["", ""] if run_seconds is None else [repr(run_seconds), run_time_bucket(run_seconds)]
+        args = [self.ttl, "" if number is None else number, _now(), status, result, error, *timing]
+        final = self._finish(keys=_script_keys(job_id), args=args)
         return final.decode() if final else None
 
     # --- the job as the API shows it -------------------------------------------------------

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # How long one job-store call may wait on Redis: the API answers 503 soon after.
     redis_timeout_seconds: float = Field(0.5, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "production" refuses unsafe settings (a Redis without a password) instead of allowing them.
+    environment: Literal["development", "production"] = "development"
 
     @property
     def soft_time_limit_seconds(self) -> int:

@@ -30,6 +30,9 @@ def create_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # Task events, for Flower and `celery events`.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         task_time_limit=settings.job_time_limit_seconds,
         task_soft_time_limit=settings.soft_time_limit_seconds,
         # Redis only imitates acknowledgement: a delivered message goes back to the queue once it is
@@ -51,3 +54,9 @@ def create_celery(settings: Settings) -> Celery:
         worker_soft_shutdown_timeout=settings.shutdown_grace_seconds,
     )
     return app
+
+
+def queue_length(app: Celery) -> int:
+    """How many messages wait in the default queue (not those a worker holds)."""
+    with app.connection_for_read() as connection:
+        return connection.default_channel.queue_declare(app.conf.task_default_queue, passive=True).message_count

@@ -3,13 +3,29 @@
 import os
 
 import torch
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init, worker_ready
+from redis import Redis
 
+from shared.logs import configure_logging
 from shared.settings import get_settings
+from shared.startup import check_settings, warn_about_redis
 from shared.taskqueue import create_celery
 
+check_settings(get_settings())
 app = create_celery(get_settings())
 app.conf.include = ["worker.tasks"]
+
+
+@setup_logging.connect
+def _log_json(**_) -> None:
+    """Log as the API does (one JSON object per line) instead of Celery's own format."""
+    configure_logging(get_settings().log_level, "worker")
+
+
+@worker_ready.connect
+def _check_redis(**_) -> None:
+    with Redis.from_url(get_settings().redis_url, socket_timeout=5) as redis:
+        warn_about_redis(redis)
 
 
 @worker_process_init.connect

@@ -7,6 +7,7 @@ rather than failed: Redis, not this process, decides who runs it next.
 """
 
 import logging
+import time
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -17,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services import EpochCallback, TrainingDiverged, pick_device
+from shared import logs
 from shared.jobstore import Attempt, AttemptsExhausted, JobStore
 from shared.schemas import Problem
 from shared.settings import get_settings
@@ -42,22 +44,30 @@ def device() -> torch.device:
 def run_job(job_id: str, request_model: type[BaseModel], compute: Compute) -> None:
     """Run one attempt at the job, unless it is finished, cancelled or gone."""
     store = job_store()
+    job_token = logs.job_id.set(job_id)
     try:
         attempt = store.start(job_id)
         if attempt is None:
-            log.info("job %s skipped: cancelled, finished or expired", job_id)
+            log.info("job skipped: cancelled, finished or expired")
             return
-        log.info("job %s attempt %d started", job_id, attempt.number)
-        _run(store, attempt, request_model.model_validate_json(attempt.request), compute)
+        request_token = logs.request_id.set(attempt.request_id)
+        try:
+            log.info("attempt %d started", attempt.number)
+            _run(store, attempt, request_model.model_validate_json(attempt.request), compute)
+        finally:
+            logs.request_id.reset(request_token)
     except AttemptsExhausted as exhausted:
-        log.error("job %s failed: %s", job_id, exhausted)
+        log.error("job failed: %s", exhausted)
     except RedisUnavailable as error:
-        log.warning("job %s: Redis unreachable (%s); handing the job back to the queue", job_id, error)
+        log.warning("Redis unreachable (%s); handing the job back to the queue", error)
         raise Reject(str(error), requeue=True) from error
+    finally:
+        logs.job_id.reset(job_token)
 
 
 def _run(store: JobStore, attempt: Attempt, request: BaseModel, compute: Compute) -> None:
     job_id = attempt.job_id
+    started = time.monotonic()
     try:
         result = compute(request, device(), lambda epoch, loss: not store.record_epoch(attempt, epoch, loss))
     except RedisUnavailable:
@@ -71,11 +81,12 @@ def _run(store: JobStore, attempt: Attempt, request: BaseModel, compute: Compute
         detail = f"the job ran longer than the time limit of {limit} s (JOB_TIME_LIMIT_SECONDS)"
         problem = Problem(type="/problems/time-limit", title="Time limit exceeded", status=504, detail=detail)
     except Exception:
-        log.exception("job %s attempt %d crashed", job_id, attempt.number)
+        log.exception("attempt %d crashed", attempt.number)
         detail = f"the worker failed unexpectedly while running job {job_id}; its log has the details"
         problem = Problem(type="/problems/internal-error", title="Internal error", status=500, detail=detail)
     else:
-        log.info("job %s attempt %d ended: %s", job_id, attempt.number, store.succeed(attempt, result))
+        status = store.succeed(attempt, result, time.monotonic() - started)
+        log.info("attempt %d ended: %s", attempt.number, status or "superseded by a later attempt")
         return
-    log.info("job %s attempt %d failed: %s", job_id, attempt.number, problem.detail)
-    store.fail(job_id, attempt, problem)
+    log.info("attempt %d failed: %s", attempt.number, problem.detail)
+    store.fail(job_id, attempt, problem, time.monotonic() - started)
