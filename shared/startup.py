@@ -22,7 +22,7 @@ def check_settings(settings: Settings) -> None:
         problems.append("REDIS_URL has no password; in production Redis must require one (ENVIRONMENT=production)")
     if settings.torch_device == "cuda" and settings.worker_concurrency != 1:
         problems.append("TORCH_DEVICE=cuda needs WORKER_CONCURRENCY=1: CUDA does not survive fork, one process per GPU")
-    if settings.soft_time_limit_seconds >= settings.job_time_limit_seconds:
+    if settings.soft_time_limit_seconds < 1:
         problems.append("JOB_TIME_LIMIT_SECONDS must be at least 2 so the soft limit comes before the hard one")
     if problems:
         raise ConfigurationError("convq cannot start: " + "; ".join(problems))

@@ -1,6 +1,7 @@
 """Over real HTTP, against the stack as `make run` starts it: honcho, embedded Redis, gunicorn and a worker."""
 
 import collections
+import json
 import os
 import signal
 import statistics
@@ -17,6 +18,7 @@ import torch
 
 from tests.seed import EDGE_IMAGE, EDGES, K_2X2, Y_3X3
 from tests.support import REPO, free_port, wait_until
+from tests.test_operations import parse_metrics
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -105,6 +107,53 @@ def test_make_demo_walks_through_the_seed(stack):
     assert len(losses) == 10 and losses == sorted(losses, reverse=True)
     learned = out.split("learned kernel =\n")[1].strip().strip("[]").split(",")
     assert [float(value) for value in learned] == pytest.approx([1, -1], abs=0.05)
+
+
+def test_metrics_add_up_every_gunicorn_worker_and_count_jobs(stack):
+    def scrape() -> dict[str, float]:
+        return parse_metrics(requests.get(f"{stack.url}/metrics", timeout=10).text)
+
+    healthz = 'convq_http_requests_total{method="GET",route="/healthz",status="200"}'
+    before = scrape()
+    for _ in range(40):
+        requests.get(f"{stack.url}/healthz", timeout=10)  # a new connection each: gunicorn's workers share them
+    first, second = scrape(), scrape()
+    assert first[healthz] - before.get(healthz, 0) == 40 == second[healthz] - before.get(healthz, 0)
+    stack.run_job("/v1/correlations", {"input": [[1, 2]], "kernel": [[1]]})
+    after = scrape()
+    finished = 'convq_jobs_finished_total{kind="correlation",status="succeeded"}'
+    assert after[finished] - second.get(finished, 0) == 1
+
+
+def test_logs_are_json_lines_that_follow_a_job_by_request_and_job_id(stack):
+    response = requests.post(
+        f"{stack.url}/v1/correlations",
+        json={"input": [[1, 2]], "kernel": [[1]]},
+        headers={"X-Request-ID": "trace-me-42"},
+        timeout=10,
+    )
+    assert response.headers["X-Request-ID"] == "trace-me-42"
+    job_id = response.json()["id"]
+    wait_until(
+        lambda: requests.get(stack.url + response.headers["Location"], timeout=10).json()["status"] == "succeeded",
+        30,
+        "the job",
+    )
+
+    def lines_of(process: str) -> list[str]:
+        # honcho writes "HH:MM:SS api.1 | <line>"
+        split = [line.split(" | ", 1) for line in stack.log.read_text().splitlines() if " | " in line]
+        return [text for prefix, text in split if prefix.split()[-1] == f"{process}.1"]
+
+    def job_lines() -> list[dict]:
+        records = [json.loads(line) for line in lines_of("worker") if line.startswith("{")]
+        return [record for record in records if record["job_id"] == job_id]
+
+    wait_until(lambda: any("ended" in record["message"] for record in job_lines()), 10, "the worker's log lines")
+    api = [json.loads(line) for line in lines_of("api")]  # every line parses: the API logs JSON only
+    assert any(record["request_id"] == "trace-me-42" and record.get("route") == "/v1/correlations" for record in api)
+    assert {record["request_id"] for record in job_lines()} == {"trace-me-42"}
+    assert {record["service"] for record in job_lines()} == {"worker"}
 
 
 def test_load_of_small_jobs_from_concurrent_clients_beside_a_saturating_training(stack):
