@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from api import health, problems, telemetry, v1
+from api import access, docs, health, problems, telemetry, v1
 from api.runtime import Runtime
 from shared.jobstore import JobStore
 from shared.logs import configure_logging
@@ -23,6 +23,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["convq"] = Runtime(settings, store, create_celery(settings))
     problems.init_app(app)
     telemetry.init_app(app)
+    access.init_app(app, settings)
     app.register_blueprint(health.bp)
     app.register_blueprint(v1.bp)
+    app.register_blueprint(docs.bp)
     return app

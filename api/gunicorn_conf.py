@@ -12,10 +12,10 @@ from shared.settings import get_settings
 _settings = get_settings()
 
 bind = f"{_settings.host}:{_settings.port}"
-# Threads, so that slow clients and long requests do not starve the others.
+# Threads, so that open event streams and slow clients do not starve the other requests.
 worker_class = "gthread"
 workers = 2
-threads = 8
+threads = _settings.api_threads
 # The app logs each request as JSON (api/telemetry.py); gunicorn's own lines are JSON too.
 accesslog = None
 logconfig_dict = logging_config(_settings.log_level, "api")

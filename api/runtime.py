@@ -18,7 +18,8 @@ class Runtime:
 
     @property
     def limits(self) -> Limits:
-        return Limits(max_matrix_elements=self.settings.max_matrix_elements, max_epochs=self.settings.max_epochs)
+        settings = self.settings
+        return Limits(settings.max_matrix_elements, settings.max_epochs, settings.max_work)
 
 
 def runtime() -> Runtime:

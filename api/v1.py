@@ -1,29 +1,37 @@
-"""HTTP API v1: submit correlations and kernel trainings, read, follow and cancel jobs."""
+"""HTTP API v1: submit correlations and kernel trainings; list, read, follow and cancel jobs."""
 
 import logging
+import re
 import uuid
 from typing import TypeVar
 
-from flask import Blueprint, Response, request, url_for
+from flask import Blueprint, Response, g, request, stream_with_context, url_for
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 
+from api import access, events
 from api.body import parse_body
 from api.problems import RETRY_UNAVAILABLE_SECONDS, ProblemError
 from api.responses import json_response
 from api.runtime import runtime
 from shared import logs
-from shared.schemas import FINISHED, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
-from shared.taskqueue import TASK_FOR_KIND
+from shared.jobstore import IdempotencyConflict
+from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
+from shared.taskqueue import TASK_FOR_KIND, queue_length
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
+bp.before_request(access.authenticate)
 
 Found = TypeVar("Found")
 
 # How soon a client polling an unfinished job should ask again.
 POLL_AFTER_SECONDS = 1
+RETRY_WHEN_FULL_SECONDS = 5
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII
+PREFER_WAIT = re.compile(r"(?:^|[,;])\s*wait\s*=\s*(\d{1,6})\s*(?=$|[,;])", re.IGNORECASE)
+MAX_PAGE = 100
 
 
 @bp.post("/correlations")
@@ -37,28 +45,62 @@ def submit_kernel_training() -> Response:
     return _submit("kernel_training", training, epochs=training.epochs)
 
 
+@bp.get("/jobs")
+def list_jobs() -> Response:
+    """The caller's jobs, newest first, without their results; ?status=&kind=&limit=&cursor= ."""
+    status = _query(
+        "status", lambda value: value if value in JOB_STATUSES else None, None, "one of " + ", ".join(JOB_STATUSES)
+    )
+    kind = _query(
+        "kind", lambda value: value if value in TASK_FOR_KIND else None, None, "correlation or kernel_training"
+    )
+    limit = _query(
+        "limit",
+        lambda value: int(value) if value.isdigit() and 1 <= int(value) <= MAX_PAGE else None,
+        20,
+        f"a whole number from 1 to {MAX_PAGE}",
+    )
+    cursor = _query(
+        "cursor",
+        lambda value: int(value) if value.isdigit() and len(value) < 19 else None,
+        None,
+        "a cursor from a previous page",
+    )
+    jobs, next_cursor = runtime().store.jobs(g.caller, status=status, kind=kind, limit=limit, before=cursor)
+    return json_response({"jobs": jobs, "next_cursor": str(next_cursor) if next_cursor is not None else None})
+
+
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
-    job = _existing(job_id, runtime().store.get(_parse_id(job_id)))
-    return _job_response(job)
+    return _job_response(_existing(job_id, runtime().store.get(_parse_id(job_id), g.caller)))
 
 
 @bp.get("/jobs/<job_id>/loss")
 def get_loss(job_id: str) -> Response:
-    since = request.args.get("since", "0")
-    if not since.isdigit() or len(since) > 9:
-        detail = f"since must be a whole number of epochs (0 or more), not {since!r}"
-        error = {"loc": "/since", "msg": detail, "type": "query_parameter"}
-        raise ProblemError(
-            Problem(
-                type="/problems/invalid-request", title="Invalid request", status=400, detail=detail, errors=[error]
-            )
-        )
-    page = _existing(job_id, runtime().store.losses(_parse_id(job_id), int(since)))
+    since = _query(
+        "since",
+        lambda value: int(value) if value.isdigit() and len(value) <= 9 else None,
+        0,
+        "a whole number of epochs (0 or more)",
+    )
+    page = _existing(job_id, runtime().store.losses(_parse_id(job_id), since, g.caller))
     if page.pop("kind") != "kernel_training":
         raise _not_found(job_id, "is a correlation: only kernel trainings have a loss history")
     headers = None if page["status"] in FINISHED else {"Retry-After": str(POLL_AFTER_SECONDS)}
     return json_response(page, headers=headers)
+
+
+@bp.get("/jobs/<job_id>/events")
+def job_events(job_id: str) -> Response:
+    """Server-Sent Events: progress per epoch, then the finished job; resumable with Last-Event-ID."""
+    rt = runtime()
+    job = _existing(job_id, rt.store.get(_parse_id(job_id), g.caller))
+    after = request.headers.get("Last-Event-ID") or request.args.get("last_event_id") or "0-0"
+    if not events.EVENT_ID.fullmatch(after):
+        raise _bad_parameter("/Last-Event-ID", f"Last-Event-ID must be an event id such as 12-0, not {after!r}")
+    body = events.stream(rt.store, job, g.caller, after, rt.settings.max_stream_seconds)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(stream_with_context(body), mimetype="text/event-stream", headers=headers)
 
 
 @bp.delete("/jobs/<job_id>")
@@ -66,34 +108,91 @@ def cancel_job(job_id: str) -> Response:
     """Cancel a job: a queued one never runs, a running one stops within an epoch, a finished one is unchanged."""
     store = runtime().store
     parsed = _parse_id(job_id)
-    _existing(job_id, store.cancel(parsed))
-    job = _existing(job_id, store.get(parsed))
+    _existing(job_id, store.cancel(parsed, g.caller))
+    job = _existing(job_id, store.get(parsed, g.caller))
     return _job_response(job, status=202 if job["status"] == "running" else 200)
 
 
 def _submit(kind: JobKind, job_request: BaseModel, epochs: int | None = None) -> Response:
-    """Store the job and its request, then queue a message that carries only the job id."""
+    """Store the job and its request, queue a message that carries only the job id, and maybe wait for it."""
     rt = runtime()
-    job = rt.store.create(kind, job_request.model_dump_json().encode(), epochs, logs.request_id.get())
+    key, wait = _idempotency_key(), _preferred_wait(rt.settings.max_wait_seconds)
+    if queue_length(rt.queue) >= rt.settings.max_queue_length:
+        detail = f"the queue holds {rt.settings.max_queue_length} jobs or more (MAX_QUEUE_LENGTH); retry later"
+        problem = Problem(type="/problems/queue-full", title="Too Many Requests", status=429, detail=detail)
+        raise ProblemError(problem, {"Retry-After": str(RETRY_WHEN_FULL_SECONDS)})
     try:
-        rt.queue.send_task(TASK_FOR_KIND[kind], args=[job["id"]])
-    except OperationalError as error:
-        log.warning("could not queue job %s: %s", job["id"], error)
-        rt.store.discard(job["id"], kind)
-        problem = Problem(
-            type="/problems/unavailable",
-            title="Service Unavailable",
-            status=503,
-            detail="the job queue is not reachable; retry shortly",
+        job, created = rt.store.create(
+            kind, job_request.model_dump_json().encode(), g.caller, epochs, logs.request_id.get(), key
         )
+    except IdempotencyConflict as conflict:
+        detail = f"Idempotency-Key {key!r} was used for a different request (job {conflict}); use a new key"
+        error = {"loc": "/Idempotency-Key", "msg": detail, "type": "idempotency_key_reused"}
+        problem = Problem(
+            type="/problems/invalid-request", title="Invalid request", status=422, detail=detail, errors=[error]
+        )
+        raise ProblemError(problem) from None
+    if created:
+        _enqueue(kind, job["id"])
+    headers = {"Location": url_for("v1.get_job", job_id=job["id"])}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    if wait is not None:
+        headers["Preference-Applied"] = f"wait={wait}"
+        if rt.store.wait_until_finished(job["id"], wait):
+            job = rt.store.get(job["id"], g.caller)
+    return _job_response(job, status=200 if job["status"] in FINISHED else 202, headers=headers)
+
+
+def _enqueue(kind: JobKind, job_id: str) -> None:
+    rt = runtime()
+    try:
+        rt.queue.send_task(TASK_FOR_KIND[kind], args=[job_id])
+    except OperationalError as error:
+        log.warning("could not queue job %s: %s", job_id, error)
+        rt.store.discard(job_id, g.caller)
+        detail = "the job queue is not reachable; retry shortly"
+        problem = Problem(type="/problems/unavailable", title="Service Unavailable", status=503, detail=detail)
         raise ProblemError(problem, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)}) from None
-    location = url_for("v1.get_job", job_id=job["id"])
-    return json_response(job, 202, {"Location": location, "Retry-After": str(POLL_AFTER_SECONDS)})
 
 
-def _job_response(job: dict, status: int = 200) -> Response:
-    headers = None if job["status"] in FINISHED else {"Retry-After": str(POLL_AFTER_SECONDS)}
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise _bad_parameter("/Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
+    return key
+
+
+def _preferred_wait(cap: int) -> int | None:
+    """The N of `Prefer: wait=N` (RFC 7240), capped by MAX_WAIT_SECONDS; None when not asked."""
+    match = PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    return min(int(match.group(1)), cap) if match else None
+
+
+def _job_response(job: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
+    if job["status"] not in FINISHED:
+        headers["Retry-After"] = str(POLL_AFTER_SECONDS)
     return json_response(job, status, headers)
+
+
+def _query(name: str, parse, default, expected: str):
+    """Query parameter `name` parsed by `parse` (None when invalid: a 400 naming what was expected)."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    value = parse(raw)
+    if value is None:
+        raise _bad_parameter(f"/{name}", f"{name} must be {expected}, not {raw!r}")
+    return value
+
+
+def _bad_parameter(loc: str, detail: str) -> ProblemError:
+    error = {"loc": loc, "msg": detail, "type": "invalid_parameter"}
+    problem = Problem(
+        type="/problems/invalid-request", title="Invalid request", status=400, detail=detail, errors=[error]
+    )
+    return ProblemError(problem)
 
 
 def _parse_id(job_id: str) -> str:

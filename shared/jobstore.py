@@ -1,18 +1,24 @@
 """The Redis job store: the only module that knows Redis keys, and the single source of truth of a job's state.
 
-A job is four keys, all expiring `ttl` seconds after the job's last change:
+A job is five keys, all expiring `ttl` seconds after the job's last change:
 
-    convq:job:<id>          hash: id, kind, status, timestamps, epochs, attempts, cancel flag, error
+    convq:job:<id>          hash: id, kind, status, owner, timestamps, epochs, attempts, cancel flag, error
     convq:job:<id>:request  the validated request as JSON, written once at submission
     convq:job:<id>:result   the result as JSON, written once by the attempt that finishes the job
     convq:job:<id>:losses   list: the loss of epoch i at index i - 1
+    convq:job:<id>:events   stream: a progress entry per epoch (id "<epoch>-0"), then one status entry
+
+and, beside them, each owner's index of job ids (a sorted set, newest highest),
+idempotency keys, and the metrics hash (never expires).
 
 Workers may be killed and messages redelivered, so every state change is one
-Lua script that checks the state it expects: an attempt number guards the
-writes of each run, a loss is appended only if it is the next epoch's, and
-only the current attempt may finish a job.
+Lua script (shared.jobstore_scripts) that checks the state it expects: an
+attempt number guards the writes of each run, a loss is appended only if it
+is the next epoch's, and only the current attempt may finish a job.
 """
 
+import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +28,7 @@ from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
+from shared import jobstore_scripts as scripts
 from shared.schemas import JobKind, Problem
 from shared.settings import Settings
 
@@ -29,101 +36,36 @@ _PREFIX = "convq:job:"
 # Counters of every job ever seen, for /metrics; updated by the same scripts that change job states,
 # so they agree with them exactly, whichever API process or worker made the change. Never expires.
 METRICS_KEY = "convq:metrics"
+_INDEX_PREFIX = "convq:jobs:"  # + owner: that owner's job ids, scored by submission order
+_SEQUENCE_KEY = "convq:jobs:sequence"
+_IDEMPOTENCY_PREFIX = "convq:idempotency:"  # + owner + ":" + key
+# A stream read waits at most this long, so that keep-alives and deadlines are honoured.
+STREAM_BLOCK_SECONDS = 15
 # Upper bounds (seconds) of the job run time histogram's buckets.
 RUN_TIME_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600)
 
 
 def _keys(job_id: str) -> list[str]:
-    """The job's keys: record, request, result, losses."""
+    """The keys every script takes: the job's five, then the metrics hash."""
     record = _PREFIX + job_id
-    return [record, record + ":request", record + ":result", record + ":losses"]
+    return [record, record + ":request", record + ":result", record + ":losses", record + ":events", METRICS_KEY]
 
 
-def _script_keys(job_id: str) -> list[str]:
-    """The keys the Lua scripts take: the job's, then the metrics hash."""
-    return [*_keys(job_id), METRICS_KEY]
+def _index_key(owner: str) -> str:
+    return _INDEX_PREFIX + owner
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso(datetime.now(UTC))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def run_time_bucket(seconds: float) -> str:
     """The label of the histogram bucket a run time falls in."""
     return next((f"{bound:g}" for bound in RUN_TIME_BUCKETS if seconds <= bound), "+Inf")
-
-
-# KEYS: record, request, result, losses, metrics. ARGV[1]: ttl. The metrics hash never expires.
-_EXPIRE_JOB = """
-for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
-"""
-
-# ARGV: ttl, now, max_attempts. Returns {attempt, request, request id} or {0, reason}.
-_START = (
-    _EXPIRE_JOB
-    + """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return {0, 'gone'} end
-if status ~= 'queued' and status ~= 'running' then return {0, status} end
-local request = redis.call('GET', KEYS[2])
-if not request then return {0, 'gone'} end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if attempt > tonumber(ARGV[3]) then return {-attempt, 'exhausted'} end
-redis.call('HSET', KEYS[1], 'status', 'running')
-redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
-return {attempt, request, redis.call('HGET', KEYS[1], 'request_id') or ''}
-"""
-)
-
-# ARGV: ttl, attempt, epoch, loss. Returns 1 to go on, 0 to stop (cancelled or superseded).
-_RECORD_EPOCH = """
-if redis.call('HGET', KEYS[1], 'attempts') ~= ARGV[2] then return 0 end
-if redis.call('LLEN', KEYS[4]) == tonumber(ARGV[3]) - 1 then
-  redis.call('RPUSH', KEYS[4], ARGV[4])
-  redis.call('EXPIRE', KEYS[4], ARGV[1])
-  redis.call('HINCRBY', KEYS[5], 'epochs', 1)
-end
-if redis.call('HGET', KEYS[1], 'cancel_requested') then return 0 end
-return 1
-"""
-
-# ARGV: ttl, attempt (or '' for any), now, status, result JSON, error JSON, run seconds, run time bucket.
-# A success asked to cancel becomes cancelled. Returns the final status, or false if not this attempt's to finish.
-_FINISH = (
-    _EXPIRE_JOB
-    + """
-local record = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'cancel_requested', 'kind')
-if not record[1] or record[1] ~= 'running' and record[1] ~= 'queued' then return false end
-if ARGV[2] ~= '' and record[2] ~= ARGV[2] then return false end
-local status = ARGV[4]
-if status == 'succeeded' and record[3] then status = 'cancelled' end
-redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[3])
-if status == 'succeeded' then redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[1]) end
-if status == 'failed' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
-local kind = record[4]
-redis.call('HINCRBY', KEYS[5], 'finished:' .. kind .. ':' .. status, 1)
-if ARGV[8] ~= '' then
-  redis.call('HINCRBY', KEYS[5], 'run_seconds_bucket:' .. kind .. ':' .. ARGV[8], 1)
-  redis.call('HINCRBYFLOAT', KEYS[5], 'run_seconds_sum:' .. kind, ARGV[7])
-end
-return status
-"""
-)
-
-# ARGV: ttl, now. A queued job is cancelled at once; a running one is flagged. Returns the status after, or false.
-_CANCEL = """
-local record = redis.call('HMGET', KEYS[1], 'status', 'kind')
-local status = record[1]
-if not status then return false end
-if status == 'queued' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2])
-  for i = 1, 4 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
-  redis.call('HINCRBY', KEYS[5], 'finished:' .. record[2] .. ':cancelled', 1)
-  return 'cancelled'
-end
-if status == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
-return status
-"""
 
 
 @dataclass(frozen=True)
@@ -146,6 +88,16 @@ class Attempt:
     number: int
     request: bytes
     request_id: str | None  # of the HTTP request that submitted the job, for the logs
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a job's event stream: a finished epoch, or the job's final status."""
+
+    id: str
+    type: str  # "progress" or "status"
+    epoch: int | None = None
+    loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -181,17 +133,28 @@ class AttemptsExhausted(Exception):
     """A job was started more times than allowed: its worker died on every attempt."""
 
 
-class JobStore:
-    """Jobs in Redis. The connection is passed in; nothing here is global."""
+class IdempotencyConflict(Exception):
+    """An idempotency key was reused with a different request."""
 
-    def __init__(self, redis: Redis, ttl_seconds: int, max_attempts: int = 3):
+
+class JobStore:
+    """Jobs in Redis. The connections are passed in; nothing here is global.
+
+    `blocking` serves reads that wait for news (streams), so they are not cut
+    short by the fast-failing timeouts of `redis`.
+    """
+
+    def __init__(self, redis: Redis, ttl_seconds: int, max_attempts: int = 3, blocking: Redis | None = None):
         self.redis = redis
+        self.blocking = blocking or redis
         self.ttl = ttl_seconds
         self.max_attempts = max_attempts
-        self._start = redis.register_script(_START)
-        self._record_epoch = redis.register_script(_RECORD_EPOCH)
-        self._finish = redis.register_script(_FINISH)
-        self._cancel = redis.register_script(_CANCEL)
+        self._create = redis.register_script(scripts.CREATE)
+        self._discard = redis.register_script(scripts.DISCARD)
+        self._start = redis.register_script(scripts.START)
+        self._record_epoch = redis.register_script(scripts.RECORD_EPOCH)
+        self._finish = redis.register_script(scripts.FINISH)
+        self._cancel = redis.register_script(scripts.CANCEL)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, patient: bool = False) -> "JobStore":
@@ -202,66 +165,77 @@ class JobStore:
         minute in the middle of a job rather than abandon it.
         """
         retry = PATIENT_RETRY if patient else IMPATIENT_RETRY
+        common = {"health_check_interval": 30, "socket_connect_timeout": settings.redis_timeout_seconds}
         redis = Redis.from_url(
             settings.redis_url,
             socket_timeout=settings.redis_timeout_seconds,
-            socket_connect_timeout=settings.redis_timeout_seconds,
             retry=Retry(ExponentialWithJitterBackoff(base=retry.base, cap=retry.cap), retry.retries),
-            health_check_interval=30,
+            **common,
         )
-        return cls(redis, settings.job_ttl_seconds, settings.max_attempts)
+        blocking = Redis.from_url(settings.redis_url, socket_timeout=STREAM_BLOCK_SECONDS + 5, **common)
+        return cls(redis, settings.job_ttl_seconds, settings.max_attempts, blocking)
 
     # --- used by the API -------------------------------------------------------------------
 
     def create(
-        self, kind: JobKind, request_json: bytes, epochs: int | None = None, request_id: str | None = None
-    ) -> dict:
-        """Store a new queued job and its request; return the job as the API shows it."""
+        self,
+        kind: JobKind,
+        request_json: bytes,
+        owner: str,
+        epochs: int | None = None,
+        request_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[dict, bool]:
+        """Store a new queued job and its request; return the job as the API shows it, and whether it is new.
+
+        With an idempotency key already used by this owner, return that job instead (not new); raise
+        IdempotencyConflict if it was used for a different request.
+        """
         job_id = str(uuid.uuid4())
-        record = {"id": job_id, "kind": kind, "status": "queued", "created_at": _now(), "attempts": 0}
+        request_hash = hashlib.sha256(request_json).hexdigest()
+        record = {"id": job_id, "kind": kind, "status": "queued", "created_at": _now(), "attempts": 0, "owner": owner}
         if epochs is not None:
             record["epochs"] = epochs
         if request_id is not None:
             record["request_id"] = request_id
-        record_key, request_key, _, _ = _keys(job_id)
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(record_key, mapping=record)
-            pipe.expire(record_key, self.ttl)
-            pipe.set(request_key, request_json, ex=self.ttl)
-            pipe.hincrby(METRICS_KEY, f"submitted:{kind}", 1)
-            pipe.execute()
-        return self._view({key: str(value) for key, value in record.items()}, None, 0, None)
+        idempotency = f"{_IDEMPOTENCY_PREFIX}{owner}:{idempotency_key}" if idempotency_key else ""
+        keys = [*_keys(job_id), _index_key(owner), idempotency]
+        fields = [item for pair in record.items() for item in pair]
+        order = self.redis.incr(_SEQUENCE_KEY)
+        created, found_id, *found_hash = self._create(
+            keys=keys, args=[self.ttl, job_id, request_json, request_hash, order, *fields]
+        )
+        if not created and found_hash[0].decode() != request_hash:
+            raise IdempotencyConflict(found_id.decode())
+        return self.get(found_id.decode(), owner), bool(created)
 
-    def discard(self, job_id: str, kind: JobKind) -> None:
+    def discard(self, job_id: str, owner: str) -> None:
         """Remove a job that could not be queued, as if it had never been submitted."""
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(*_keys(job_id))
-            pipe.hincrby(METRICS_KEY, f"submitted:{kind}", -1)
-            pipe.execute()
+        self._discard(keys=[*_keys(job_id), _index_key(owner), ""], args=[self.ttl])
 
-    def get(self, job_id: str) -> dict | None:
-        """Return the job as the API shows it, its result spliced in as raw JSON, or None if unknown or expired."""
-        record_key, _, result_key, losses_key = _keys(job_id)
+    def get(self, job_id: str, owner: str | None = None) -> dict | None:
+        """The job as the API shows it, its result spliced in as raw JSON; None if unknown, expired or not owner's."""
+        record_key, _, result_key, losses_key, _, _ = _keys(job_id)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(record_key)
             pipe.get(result_key)
             pipe.llen(losses_key)
             pipe.lindex(losses_key, -1)
             record, result, epochs_done, last_loss = pipe.execute()
-        if not record:
-            return None
         fields = {key.decode(): value.decode() for key, value in record.items()}
+        if not fields or owner is not None and fields.get("owner") != owner:
+            return None
         return self._view(fields, result, epochs_done, last_loss)
 
-    def losses(self, job_id: str, since: int) -> dict | None:
-        """Return the losses of the epochs after `since` with the job's status, or None if unknown."""
-        record_key, _, _, losses_key = _keys(job_id)
+    def losses(self, job_id: str, since: int, owner: str | None = None) -> dict | None:
+        """The losses of the epochs after `since` with the job's status; None if unknown or not the owner's."""
+        record_key, _, _, losses_key, _, _ = _keys(job_id)
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hmget(record_key, "status", "epochs", "kind")
+            pipe.hmget(record_key, "status", "epochs", "kind", "owner")
             pipe.lrange(losses_key, since, -1)
             pipe.llen(losses_key)
-            (status, epochs, kind), losses, epochs_done = pipe.execute()
-        if status is None:
+            (status, epochs, kind, job_owner), losses, epochs_done = pipe.execute()
+        if status is None or owner is not None and job_owner.decode() != owner:
             return None
         return {
             "kind": kind.decode(),
@@ -272,15 +246,62 @@ class JobStore:
             "status": status.decode(),
         }
 
-    def cancel(self, job_id: str) -> str | None:
+    def cancel(self, job_id: str, owner: str | None = None) -> str | None:
         """Cancel a queued job, ask a running one to stop; return the status after, or None if unknown."""
-        status = self._cancel(keys=_script_keys(job_id), args=[self.ttl, _now()])
+        if self.get(job_id, owner) is None:
+            return None
+        status = self._cancel(keys=_keys(job_id), args=[self.ttl, _now()])
         return status.decode() if status else None
+
+    def jobs(
+        self, owner: str, *, status: str | None, kind: str | None, limit: int, before: int | None
+    ) -> tuple[list[dict], int | None]:
+        """The owner's jobs (without results), newest first, after the cursor `before`; and the next cursor."""
+        index = _index_key(owner)
+        found: list[dict] = []
+        upper, last = f"({before}" if before is not None else "+inf", None
+        while len(found) < limit:
+            page = self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit, withscores=True)
+            if not page:
+                return found, None
+            for member, score in page:
+                upper = f"({int(score)}"
+                job = self.get(member.decode(), owner)
+                if job is None:
+                    self.redis.zrem(index, member)  # expired: forget it
+                elif status in (None, job["status"]) and kind in (None, job["kind"]):
+                    job.pop("result")
+                    found.append(job)
+                    last = int(score)
+                    if len(found) == limit:
+                        break
+        more = self.redis.zcount(index, "-inf", f"({last}") > 0
+        return found, last if more else None
+
+    def events(self, job_id: str, after: str, block_seconds: float) -> list[Event]:
+        """The job's events after the event id `after`, waiting up to `block_seconds` for one if there is none."""
+        events_key = _keys(job_id)[4]
+        reply = self.blocking.xread({events_key: after}, count=1000, block=max(1, int(block_seconds * 1000)))
+        return [_event(entry_id, fields) for _, entries in reply for entry_id, fields in entries]
+
+    def wait_until_finished(self, job_id: str, timeout: float) -> bool:
+        """Block (on the job's event stream, not by polling) until the job has finished or `timeout` passed."""
+        deadline = time.monotonic() + timeout
+        last = self.redis.xrevrange(_keys(job_id)[4], count=1)
+        after = last[0][0].decode() if last else "0-0"
+        if last and _event(*last[0]).type == "status":
+            return True
+        while (remaining := deadline - time.monotonic()) > 0:
+            for event in self.events(job_id, after, min(remaining, STREAM_BLOCK_SECONDS)):
+                if event.type == "status":
+                    return True
+                after = event.id
+        return False
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
-    def metrics(self) -> "JobMetrics":
+    def metrics(self) -> JobMetrics:
         """The job counters: submitted, finished by status, epochs run, run times."""
         return JobMetrics.parse(self.redis.hgetall(METRICS_KEY))
 
@@ -291,24 +312,21 @@ class JobStore:
 
         Raises AttemptsExhausted, after failing the job, when this would be one attempt too many.
         """
-        number, payload, *request_id = self._start(
-            keys=_script_keys(job_id), args=[self.ttl, _now(), self.max_attempts]
-        )
+        number, payload, *request_id = self._start(keys=_keys(job_id), args=[self.ttl, _now(), self.max_attempts])
         if number < 0:
             detail = (
                 f"the job was started {-number - 1} times and its worker died each time "
                 "(killed, out of memory or over the time limit); it will not be retried"
             )
-            self.fail(
-                job_id, None, Problem(type="/problems/worker-lost", title="Worker lost", status=500, detail=detail)
-            )
+            problem = Problem(type="/problems/worker-lost", title="Worker lost", status=500, detail=detail)
+            self.fail(job_id, None, problem)
             raise AttemptsExhausted(detail)
         return Attempt(job_id, number, payload, request_id[0].decode() or None) if number > 0 else None
 
     def record_epoch(self, attempt: Attempt, epoch: int, loss: float) -> bool:
         """Record epoch `epoch`'s loss once, whatever the redeliveries; return False if the run should stop."""
         args = [self.ttl, attempt.number, epoch, repr(loss)]
-        return bool(self._record_epoch(keys=_script_keys(attempt.job_id), args=args))
+        return bool(self._record_epoch(keys=_keys(attempt.job_id), args=args))
 
     def succeed(self, attempt: Attempt, result_json: bytes, run_seconds: float | None = None) -> str | None:
         """Finish the job with its result, or as cancelled if that was asked; None if not this attempt's to finish."""
@@ -333,7 +351,7 @@ class JobStore:
     ) -> str | None:
         timing = ["", ""] if run_seconds is None else [repr(run_seconds), run_time_bucket(run_seconds)]
         args = [self.ttl, "" if number is None else number, _now(), status, result, error, *timing]
-        final = self._finish(keys=_script_keys(job_id), args=args)
+        final = self._finish(keys=_keys(job_id), args=args)
         return final.decode() if final else None
 
     # --- the job as the API shows it -------------------------------------------------------
@@ -353,7 +371,16 @@ class JobStore:
             "created_at": fields["created_at"],
             "started_at": fields.get("started_at"),
             "finished_at": fields.get("finished_at"),
+            "expires_at": _iso(datetime.fromtimestamp(int(fields["expires_at_ms"]) / 1000, UTC)),
             "progress": progress,
             "result": orjson.Fragment(result) if result is not None else None,
             "error": orjson.Fragment(error) if error is not None else None,
         }
+
+
+def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
+    values = {key.decode(): value.decode() for key, value in fields.items()}
+    epoch, loss = values.get("epoch"), values.get("loss")
+    return Event(
+        entry_id.decode(), values["type"], int(epoch) if epoch else None, float(loss) if loss is not None else None
+    )

@@ -21,6 +21,7 @@ from pydantic import (
     StrictBool,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -35,6 +36,7 @@ class Limits:
 
     max_matrix_elements: int | None = None
     max_epochs: int | None = None
+    max_work: int | None = None  # output elements x kernel taps x epochs
 
 
 def fault(loc: tuple[str | int, ...], kind: str, message: str, value: Any = None) -> InitErrorDetails:
@@ -62,8 +64,21 @@ def _broadcast(value: Any) -> Any:
 # A matrix element: a JSON number that fits in float32, the dtype the core computes in.
 Number = Annotated[float, Strict(), AllowInfNan(False), Ge(-FLOAT32_MAX), Le(FLOAT32_MAX)]
 Integer = Annotated[int, BeforeValidator(_json_integer)]
-NonNegativePair = Annotated[tuple[Annotated[Integer, Ge(0)], Annotated[Integer, Ge(0)]], BeforeValidator(_broadcast)]
-PositivePair = Annotated[tuple[Annotated[Integer, Ge(1)], Annotated[Integer, Ge(1)]], BeforeValidator(_broadcast)]
+
+
+def _pair_schema(minimum: int) -> WithJsonSchema:
+    """Document what _broadcast accepts: one integer, or a pair of them."""
+    integer = {"type": "integer", "minimum": minimum}
+    pair = {"type": "array", "prefixItems": [integer, integer], "items": False, "minItems": 2}
+    return WithJsonSchema({"anyOf": [integer, pair]})
+
+
+NonNegativePair = Annotated[
+    tuple[Annotated[Integer, Ge(0)], Annotated[Integer, Ge(0)]], BeforeValidator(_broadcast), _pair_schema(0)
+]
+PositivePair = Annotated[
+    tuple[Annotated[Integer, Ge(1)], Annotated[Integer, Ge(1)]], BeforeValidator(_broadcast), _pair_schema(1)
+]
 
 
 def _rectangular(rows: list[list[float]], info: ValidationInfo) -> list[list[float]]:
@@ -112,6 +127,18 @@ def _fmt(pair: tuple[int, int]) -> str:
     return f"{pair[0]} x {pair[1]}"
 
 
+def check_work(out_shape: tuple[int, int], kernel_shape: tuple[int, int], epochs: int, info: ValidationInfo) -> None:
+    """Refuse a job whose multiply-adds (output elements x kernel taps x epochs) exceed the server's budget."""
+    budget = info.context.max_work if isinstance(info.context, Limits) else None
+    work = out_shape[0] * out_shape[1] * kernel_shape[0] * kernel_shape[1] * epochs
+    if budget is not None and work > budget:
+        message = (
+            f"the job needs {work} multiply-adds (output {_fmt(out_shape)} x kernel {_fmt(kernel_shape)} x {epochs} "
+            f"epochs), over this server's budget of {budget} (MAX_WORK)"
+        )
+        raise invalid("Request", fault((), "work_over_budget", message))
+
+
 class Request(BaseModel):
     """Base of request bodies: unknown fields are errors (a typo must not be silently ignored)."""
 
@@ -137,6 +164,11 @@ class CorrelationRequest(Request):
                 "the kernel must fit inside it"
             )
             raise invalid(type(self).__name__, fault(("kernel",), "kernel_too_large", message))
+        return self
+
+    @model_validator(mode="after")
+    def _within_work_budget(self, info: ValidationInfo) -> "CorrelationRequest":
+        check_work(self.output_shape, shape(self.kernel), 1, info)
         return self
 
     @property
@@ -169,10 +201,11 @@ class KernelTrainingRequest(Request):
         return epochs
 
     @model_validator(mode="after")
-    def _shapes_agree(self) -> "KernelTrainingRequest":
+    def _shapes_agree(self, info: ValidationInfo) -> "KernelTrainingRequest":
         problem = self._shape_fault()
         if problem is not None:
             raise invalid(type(self).__name__, problem)
+        check_work(self.output_shape, self.resolved_kernel_size, self.epochs, info)
         return self
 
     def _shape_fault(self) -> InitErrorDetails | None:
@@ -212,6 +245,7 @@ class KernelTrainingRequest(Request):
 
 JobKind = Literal["correlation", "kernel_training"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -261,9 +295,32 @@ class Job(BaseModel):
     created_at: str
     started_at: str | None
     finished_at: str | None
+    expires_at: str = Field(description="when the job, its result and loss history will be forgotten")
     progress: Progress | None
     result: CorrelationResult | TrainingResult | None
     error: Problem | None
+
+
+class JobSummary(BaseModel):
+    """A job in a list: everything but its result."""
+
+    id: str
+    kind: JobKind
+    status: JobStatus
+    attempts: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    expires_at: str
+    progress: Progress | None
+    error: Problem | None
+
+
+class JobList(BaseModel):
+    """GET /v1/jobs: the caller's jobs, newest first."""
+
+    jobs: list[JobSummary]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
 
 
 class LossPage(BaseModel):

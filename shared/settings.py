@@ -25,6 +25,20 @@ class Settings(BaseSettings):
     max_body_bytes: PositiveInt = 128 * 1024 * 1024
     # Most epochs one training may ask for.
     max_epochs: PositiveInt = 10_000
+    # Most work one job may ask for: output elements x kernel taps x epochs (1 for a correlation).
+    max_work: PositiveInt = 20_000_000_000
+    # Submissions are refused (429) while more jobs than this wait in the queue.
+    max_queue_length: PositiveInt = 10_000
+    # Longest wait a client may ask for with `Prefer: wait=N` on a submission.
+    max_wait_seconds: PositiveInt = 60
+    # Longest a /events stream stays open; clients reconnect with Last-Event-ID.
+    max_stream_seconds: PositiveInt = 300
+    # API keys as JSON, name to key: {"alice": "s3cret"}. Empty: the API is open to anyone who can reach it.
+    api_keys: dict[str, str] = {}
+    # Submissions allowed per API key (or per client address when keys are off), in limits' notation.
+    submit_rate_limit: str = "600/minute"
+    # Threads per API process: each open /events stream holds one.
+    api_threads: PositiveInt = 64
     # A job running longer than this is stopped and fails (hard limit; a soft limit 5% earlier
     # lets it fail cleanly). Keep it close to your longest job: it also bounds redelivery.
     job_time_limit_seconds: PositiveInt = 600

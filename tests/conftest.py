@@ -21,7 +21,12 @@ def redis_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def settings(redis_server) -> Settings:
     return Settings(
-        redis_url=redis_server.url, max_epochs=100_000, max_matrix_elements=10_000, max_body_bytes=1_000_000
+        redis_url=redis_server.url,
+        max_epochs=100_000,
+        max_matrix_elements=10_000,
+        max_body_bytes=1_000_000,
+        max_work=10**12,
+        max_wait_seconds=5,
     )
 
 

@@ -1,5 +1,6 @@
 """Real processes for the tests: a redis-server and Celery workers on 127.0.0.1, started and stopped by pid."""
 
+import json
 import os
 import shutil
 import signal
@@ -49,7 +50,10 @@ def stop(process: subprocess.Popen, timeout: float = 15) -> None:
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment variables that give a process these settings."""
-    return {name.upper(): str(value) for name, value in settings.model_dump(exclude_none=True).items()}
+    values = settings.model_dump(exclude_none=True)
+    return {
+        name.upper(): json.dumps(value) if isinstance(value, dict) else str(value) for name, value in values.items()
+    }
 
 
 class RedisServer:

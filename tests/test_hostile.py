@@ -99,13 +99,15 @@ def test_a_pickled_message_is_refused_and_never_executed(settings, worker, clien
 
 def test_records_results_and_histories_expire_on_schedule_then_404(redis_server, client):
     store = JobStore(redis_server.client(), ttl_seconds=1)
-    job_id = store.create("kernel_training", b'{"input": [[1.0]]}', epochs=1)["id"]
+    job_id = store.create("kernel_training", b'{"input": [[1.0]]}', "anonymous", epochs=1)[0]["id"]
     attempt = store.start(job_id)
     store.record_epoch(attempt, 1, 0.25)
     store.succeed(attempt, b'{"kernel": [[1.0]]}')
     redis = redis_server.client()
     keys = list(redis.scan_iter(f"convq:job:{job_id}*"))
-    assert len(keys) == 4 and all(0 < redis.pttl(key) <= 1000 for key in keys)
+    assert len(keys) == 5 and all(
+        0 < redis.pttl(key) <= 1000 for key in keys
+    )  # record, request, result, losses, events
     assert client.get(f"/v1/jobs/{job_id}").status_code == 200
 
     wait_until(lambda: not list(redis.scan_iter(f"convq:job:{job_id}*")), 5, "the keys to expire")

@@ -7,6 +7,7 @@ from shared.jobstore import AttemptsExhausted, JobStore
 from shared.schemas import Problem
 
 REQUEST = b'{"input": [[1.0]]}'
+OWNER = "anonymous"
 
 
 @pytest.fixture
@@ -15,7 +16,7 @@ def store(redis_server) -> JobStore:
 
 
 def test_a_new_job_is_queued_with_its_request_and_expires(store, redis_server):
-    job = store.create("kernel_training", REQUEST, epochs=5)
+    job = store.create("kernel_training", REQUEST, OWNER, epochs=5)[0]
     assert job["status"] == "queued" and job["progress"] == {"epoch": 0, "epochs": 5, "loss": None}
     assert store.get(job["id"]) == job
     attempt = store.start(job["id"])
@@ -27,7 +28,7 @@ def test_a_new_job_is_queued_with_its_request_and_expires(store, redis_server):
 
 
 def test_a_redelivered_run_records_each_epoch_once_and_supersedes_the_first(store):
-    job_id = store.create("kernel_training", REQUEST, epochs=5)["id"]
+    job_id = store.create("kernel_training", REQUEST, OWNER, epochs=5)[0]["id"]
     first = store.start(job_id)
     assert all(store.record_epoch(first, epoch, 10.0 / epoch) for epoch in (1, 2, 3))
     second = store.start(job_id)  # the message was redelivered: the first run may still be alive
@@ -42,14 +43,14 @@ def test_a_redelivered_run_records_each_epoch_once_and_supersedes_the_first(stor
 
 
 def test_a_finished_job_is_not_started_again(store):
-    job_id = store.create("correlation", REQUEST)["id"]
+    job_id = store.create("correlation", REQUEST, OWNER)[0]["id"]
     store.succeed(store.start(job_id), b"{}")
     assert store.start(job_id) is None
     assert store.get(job_id)["status"] == "succeeded"
 
 
 def test_a_job_whose_worker_dies_every_time_fails_after_max_attempts(store):
-    job_id = store.create("correlation", REQUEST)["id"]
+    job_id = store.create("correlation", REQUEST, OWNER)[0]["id"]
     store.start(job_id)
     store.start(job_id)
     with pytest.raises(AttemptsExhausted):
@@ -61,11 +62,11 @@ def test_a_job_whose_worker_dies_every_time_fails_after_max_attempts(store):
 
 
 def test_cancel_stops_a_queued_job_at_once_and_a_running_one_at_its_next_epoch(store):
-    queued = store.create("correlation", REQUEST)["id"]
+    queued = store.create("correlation", REQUEST, OWNER)[0]["id"]
     assert store.cancel(queued) == "cancelled"
     assert store.start(queued) is None
 
-    running = store.create("kernel_training", REQUEST, epochs=3)["id"]
+    running = store.create("kernel_training", REQUEST, OWNER, epochs=3)[0]["id"]
     attempt = store.start(running)
     assert store.record_epoch(attempt, 1, 1.0)
     assert store.cancel(running) == "running"
@@ -76,7 +77,7 @@ def test_cancel_stops_a_queued_job_at_once_and_a_running_one_at_its_next_epoch(s
 
 
 def test_a_failure_keeps_its_problem_and_unknown_jobs_are_none(store):
-    job_id = store.create("correlation", REQUEST)["id"]
+    job_id = store.create("correlation", REQUEST, OWNER)[0]["id"]
     attempt = store.start(job_id)
     problem = Problem(title="Output not finite", status=422, detail="overflow")
     assert store.fail(job_id, attempt, problem) == "failed"

@@ -1,0 +1,73 @@
+"""Who is calling: optional API keys, and rate limits on submissions per caller.
+
+With API_KEYS set, every /v1 route needs `Authorization: Bearer <key>` and a
+caller sees only the jobs its key created. Keys are compared in constant time
+and never logged. Without keys, everyone is the same anonymous caller.
+"""
+
+import hmac
+import logging
+
+from flask import Flask, g, request
+from flask_limiter import Limiter
+
+from api.problems import ProblemError
+from api.runtime import runtime
+from shared.schemas import Problem
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS = "anonymous"
+SUBMISSIONS = {"v1.submit_correlation", "v1.submit_kernel_training"}
+
+
+def key_owner(keys: dict[str, str], token: str) -> str | None:
+    """The name of the key equal to `token`; every key is compared, each in constant time."""
+    owner = None
+    for name, key in keys.items():
+        if hmac.compare_digest(key.encode(), token.encode()):
+            owner = name
+    return owner
+
+
+def caller() -> str | None:
+    """The calling key's name, ANONYMOUS when keys are off, None when the credentials are missing or wrong."""
+    keys = runtime().settings.api_keys
+    if not keys:
+        return ANONYMOUS
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return key_owner(keys, token.strip()) if scheme.lower() == "bearer" else None
+
+
+def authenticate() -> None:
+    """Before every /v1 request: remember the caller as g.caller, or answer 401."""
+    g.caller = caller()
+    if g.caller is None:
+        problem = Problem(
+            type="/problems/unauthorized",
+            title="Unauthorized",
+            status=401,
+            detail="send a valid API key as 'Authorization: Bearer <key>'",
+        )
+        raise ProblemError(problem, {"WWW-Authenticate": 'Bearer realm="convq"'})
+
+
+def _rate_limit_key() -> str:
+    return caller() or request.remote_addr or "unknown"
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Limit submissions per caller (one budget for both kinds), counted in Redis so every process shares it."""
+    Limiter(
+        _rate_limit_key,
+        app=app,
+        application_limits=[settings.submit_rate_limit],
+        application_limits_exempt_when=lambda: request.endpoint not in SUBMISSIONS,
+        headers_enabled=True,
+        swallow_errors=True,  # Redis away: the submission itself answers 503
+        storage_uri=settings.redis_url,
+        storage_options={"socket_timeout": settings.redis_timeout_seconds},
+    )
+    if not settings.api_keys:
+        log.warning("API keys are off (API_KEYS is empty): anyone who can reach this API may use it")

@@ -1,0 +1,50 @@
+"""Server-Sent Events for a job: a `progress` event per epoch, then one `status` event with the finished job.
+
+Backed by the job's Redis stream, which the worker writes: event ids are the
+stream's entry ids, so a client that reconnects with Last-Event-ID resumes
+exactly after the last event it saw, and a client that comes after the job
+finished still gets everything, ending with the final event, at once.
+"""
+
+import re
+import time
+from collections.abc import Iterator
+
+import orjson
+
+from shared.jobstore import Event, JobStore
+
+EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")
+KEEPALIVE_SECONDS = 15
+# When a training outpaces the client, a read of more events than this sends only the latest of them.
+MAX_EVENTS_PER_READ = 20
+# Pause between reads while events flow, so a fast training sends at most ~20 reads a second.
+READ_INTERVAL_SECONDS = 0.05
+
+
+def stream(store: JobStore, job: dict, owner: str, after: str, lifetime: float) -> Iterator[bytes]:
+    """Yield the job's events after event id `after` as SSE, until its status event or `lifetime` seconds."""
+    deadline = time.monotonic() + lifetime
+    epochs = job["progress"]["epochs"] if job["progress"] else None
+    yield b"retry: 1000\n\n"
+    while (remaining := deadline - time.monotonic()) > 0:
+        events = store.events(job["id"], after, min(remaining, KEEPALIVE_SECONDS))
+        if not events:
+            yield b": keep-alive\n\n"
+            continue
+        progress = [event for event in events if event.type == "progress"]
+        for event in progress if len(progress) <= MAX_EVENTS_PER_READ else progress[-1:]:
+            yield _sse(event.id, "progress", {"epoch": event.epoch, "epochs": epochs, "loss": event.loss})
+        after = events[-1].id
+        status = next((event for event in events if event.type == "status"), None)
+        if status is not None:
+            yield _sse(status.id, "status", store.get(job["id"], owner))
+            return
+        time.sleep(READ_INTERVAL_SECONDS)
+
+
+def _sse(event_id: str, name: str, data: object) -> bytes:
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), name.encode(), orjson.dumps(data))
+
+
+__all__ = ["EVENT_ID", "Event", "stream"]

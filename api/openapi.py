@@ -1,0 +1,214 @@
+"""The OpenAPI 3.1 document, generated from the pydantic models that validate requests (one source of truth).
+
+pydantic writes JSON Schema 2020-12, which is OpenAPI 3.1's dialect; this
+module only lays the routes, parameters, headers and responses around it.
+"""
+
+from pydantic.json_schema import models_json_schema
+
+from shared.schemas import (
+    JOB_STATUSES,
+    CorrelationRequest,
+    Job,
+    JobList,
+    KernelTrainingRequest,
+    LossPage,
+    Problem,
+)
+from shared.settings import Settings
+from shared.taskqueue import TASK_FOR_KIND
+
+PROBLEM = "application/problem+json"
+_REF = "#/components/schemas/{model}"
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": _REF.format(model=name)}
+
+
+def _json(name: str, description: str, headers: dict | None = None, media: str = "application/json") -> dict:
+    response = {"description": description, "content": {media: {"schema": _ref(name)}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _problems(*statuses: int) -> dict:
+    reasons = {
+        400: "Malformed JSON or an invalid parameter",
+        401: "Missing or wrong API key",
+        404: "No such job (unknown, expired, or another key's)",
+        413: "Body over MAX_BODY_BYTES",
+        415: "Body is not application/json",
+        422: "Invalid request; `errors` point at each fault",
+        429: "Too many submissions for this key, or the queue is full",
+        503: "Redis or the queue is unreachable",
+    }
+    return {
+        str(status): _json("Problem", reasons[status], _RETRY_AFTER if status in (429, 503) else None, media=PROBLEM)
+        for status in statuses
+    }
+
+
+def _header(description: str, pattern: str | None = None) -> dict:
+    schema = {"type": "string"} | ({"pattern": pattern} if pattern else {})
+    return {"description": description, "schema": schema}
+
+
+_RETRY_AFTER = {"Retry-After": _header("seconds to wait before asking again", r"^\d+$")}
+_JOB_HEADERS = {
+    "Location": _header("the job's URL"),
+    "Retry-After": _header("present while the job is unfinished: seconds before polling again", r"^\d+$"),
+    "Preference-Applied": _header("wait=N when a Prefer: wait=N was honoured"),
+    "Idempotent-Replayed": _header("true when an Idempotency-Key matched an earlier submission"),
+}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+
+
+def _query(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+
+
+def _header_parameter(name: str, schema: dict, description: str) -> dict:
+    return {"name": name, "in": "header", "required": False, "schema": schema, "description": description}
+
+
+def _submission(model: str, summary: str) -> dict:
+    return {
+        "summary": summary,
+        "parameters": [
+            _header_parameter(
+                "Idempotency-Key",
+                {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                "a retry with the same key and body returns the same job; another body is 422",
+            ),
+            _header_parameter(
+                "Prefer",
+                {"type": "string"},
+                "wait=N (RFC 7240): answer 200 with the finished job if it finishes within N s (capped)",
+            ),
+        ],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(model)}}},
+        "responses": {
+            "202": _json("Job", "Accepted: the job is queued", _JOB_HEADERS),
+            "200": _json(
+                "Job", "The job finished within Prefer: wait, or an idempotent replay of a finished job", _JOB_HEADERS
+            ),
+            **_problems(400, 401, 413, 415, 422, 429, 503),
+        },
+    }
+
+
+def build(settings: Settings) -> dict:
+    """The whole document for an API with these settings (security appears only when API keys are on)."""
+    _, schemas = models_json_schema(
+        [
+            (CorrelationRequest, "validation"),
+            (KernelTrainingRequest, "validation"),
+            (Job, "serialization"),
+            (JobList, "serialization"),
+            (LossPage, "serialization"),
+            (Problem, "serialization"),
+        ],
+        ref_template=_REF,
+    )
+    job = {"parameters": [_JOB_ID]}
+    document = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "convq",
+            "version": "1",
+            "description": "2-D cross-correlation and kernel learning as a service. Errors: RFC 9457 problem+json.",
+        },
+        "paths": {
+            "/v1/correlations": {"post": _submission("CorrelationRequest", "Cross-correlate an input with a kernel")},
+            "/v1/kernel-trainings": {
+                "post": _submission("KernelTrainingRequest", "Learn a kernel by gradient descent")
+            },
+            "/v1/jobs": {
+                "get": {
+                    "summary": "The caller's jobs, newest first, without results",
+                    "parameters": [
+                        _query("status", {"type": "string", "enum": list(JOB_STATUSES)}, "only jobs in this status"),
+                        _query("kind", {"type": "string", "enum": list(TASK_FOR_KIND)}, "only jobs of this kind"),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "page size (20)"),
+                        _query(
+                            "cursor", {"type": "string", "pattern": r"^\d{1,18}$"}, "next_cursor of the previous page"
+                        ),
+                    ],
+                    "responses": {"200": _json("JobList", "A page of jobs"), **_problems(400, 401, 503)},
+                }
+            },
+            "/v1/jobs/{job_id}": job
+            | {
+                "get": {
+                    "summary": "A job: status, progress, result or error",
+                    "responses": {"200": _json("Job", "The job", _JOB_HEADERS), **_problems(401, 404, 503)},
+                },
+                "delete": {
+                    "summary": "Cancel: a queued job never runs; a running training stops within an epoch",
+                    "responses": {
+                        "200": _json("Job", "Cancelled, or already finished (unchanged)", _JOB_HEADERS),
+                        "202": _json("Job", "Running: it will stop within one epoch", _JOB_HEADERS),
+                        **_problems(401, 404, 503),
+                    },
+                },
+            },
+            "/v1/jobs/{job_id}/loss": job
+            | {
+                "get": {
+                    "summary": "The losses of the epochs after `since`",
+                    "parameters": [
+                        _query(
+                            "since", {"type": "integer", "minimum": 0, "maximum": 999_999_999}, "epochs already seen"
+                        )
+                    ],
+                    "responses": {"200": _json("LossPage", "Losses", _RETRY_AFTER), **_problems(400, 401, 404, 503)},
+                }
+            },
+            "/v1/jobs/{job_id}/events": job
+            | {
+                "get": {
+                    "summary": "Server-Sent Events: `progress` per epoch, then one `status` event with the job",
+                    "parameters": [
+                        _header_parameter(
+                            "Last-Event-ID",
+                            {"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"},
+                            "resume after this event",
+                        )
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "An event stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_problems(400, 401, 404, 503),
+                    },
+                }
+            },
+            "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "Alive"}}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Redis answers and at least one worker answers a ping",
+                    "responses": {"200": {"description": "Ready"}, **_problems(503)},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                    },
+                }
+            },
+        },
+        "components": {"schemas": schemas["$defs"]},
+    }
+    if settings.api_keys:
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for path, operations in document["paths"].items():
+            if path.startswith("/v1"):
+                for operation in operations.values():
+                    if isinstance(operation, dict):
+                        operation["security"] = [{"bearer": []}]
+    return document
