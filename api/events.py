@@ -14,7 +14,7 @@ import orjson
 
 from shared.jobstore import Event, JobStore
 
-EVENT_ID = re.compile(r"\d{1,20}-\d{1,20}")
+EVENT_ID = re.compile(r"\d{1,20}(-\d{1,20})?")  # as Redis stream ids: "12" means "12-0"
 KEEPALIVE_SECONDS = 15
 # When a training outpaces the client, a read of more events than this sends only the latest of them.
 MAX_EVENTS_PER_READ = 20

@@ -62,6 +62,16 @@ _JOB_HEADERS = {
     "Preference-Applied": _header("wait=N when a Prefer: wait=N was honoured"),
     "Idempotent-Replayed": _header("true when an Idempotency-Key matched an earlier submission"),
 }
+# One event of the stream; `data` is JSON: {epoch, epochs, loss} for progress, the Job for status.
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": r"^\d+-\d+$"},
+        "event": {"type": "string", "enum": ["progress", "status"]},
+        "data": {"type": "string"},
+    },
+    "required": ["id", "event", "data"],
+}
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 
 
@@ -173,14 +183,14 @@ def build(settings: Settings) -> dict:
                     "parameters": [
                         _header_parameter(
                             "Last-Event-ID",
-                            {"type": "string", "pattern": r"^\d{1,20}-\d{1,20}$"},
+                            {"type": "string", "pattern": r"^\d{1,20}(-\d{1,20})?$"},
                             "resume after this event",
                         )
                     ],
                     "responses": {
                         "200": {
                             "description": "An event stream",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                            "content": {"text/event-stream": {"schema": _SSE_EVENT}},
                         },
                         **_problems(400, 401, 404, 503),
                     },

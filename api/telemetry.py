@@ -71,8 +71,9 @@ def init_app(app: Flask) -> None:
 
     @app.teardown_request
     def _forget(_: BaseException | None) -> None:
-        if "request_id_token" in g:
-            logs.request_id.reset(g.request_id_token)
+        token = g.pop("request_id_token", None)  # a streamed response tears down twice
+        if token is not None:
+            logs.request_id.reset(token)
 
     app.register_blueprint(bp)
 

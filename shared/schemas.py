@@ -9,7 +9,7 @@ context as a `Limits`; without one (in the worker) nothing is limited.
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Le
+from annotated_types import Ge, Le, MinLen
 from pydantic import (
     AfterValidator,
     AllowInfNan,
@@ -82,12 +82,8 @@ PositivePair = Annotated[
 
 
 def _rectangular(rows: list[list[float]], info: ValidationInfo) -> list[list[float]]:
-    """Check that rows form a non-empty rectangle within the element limit; faults point at the row."""
-    if not rows:
-        raise invalid("Matrix", fault((), "empty_matrix", "a matrix needs at least one row", rows))
+    """Check that the rows form a rectangle within the element limit; faults point at the row."""
     width = len(rows[0])
-    if width == 0:
-        raise invalid("Matrix", fault((0,), "empty_row", "a matrix row needs at least one number", rows[0]))
     for index, row in enumerate(rows):
         if len(row) != width:
             message = (
@@ -105,7 +101,8 @@ def _rectangular(rows: list[list[float]], info: ValidationInfo) -> list[list[flo
     return rows
 
 
-Matrix = Annotated[list[list[Number]], AfterValidator(_rectangular)]
+# At least one row of at least one number (in the schema too); all rows the same length.
+Matrix = Annotated[list[Annotated[list[Number], MinLen(1)]], MinLen(1), AfterValidator(_rectangular)]
 
 
 def shape(matrix: list[list[float]]) -> tuple[int, int]:
@@ -178,6 +175,22 @@ class CorrelationRequest(Request):
 
 class KernelTrainingRequest(Request):
     """POST /v1/kernel-trainings: learn the kernel that maps `input` to `target` (the seed's training loop)."""
+
+    # Exactly one of target (with kernel_size) and target_kernel, in the schema as in the validator.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["target", "kernel_size"],
+                    "properties": {"target": {"type": "array"}, "target_kernel": {"type": "null"}},
+                },
+                {
+                    "required": ["target_kernel"],
+                    "properties": {"target_kernel": {"type": "array"}, "target": {"type": "null"}},
+                },
+            ]
+        }
+    )
 
     input: Matrix = Field(description="X, the H x W input")
     target: Matrix | None = Field(None, description="Y, the output to reproduce; give this or target_kernel")
