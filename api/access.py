@@ -7,11 +7,13 @@ and never logged. Without keys, everyone is the same anonymous caller.
 
 import hmac
 import logging
+import math
+import time
 
-from flask import Flask, g, request
-from flask_limiter import Limiter
+from flask import Flask, Response, g, request
+from flask_limiter import Limiter, RequestLimit
 
-from api.problems import ProblemError
+from api.problems import ProblemError, problem_response
 from api.runtime import runtime
 from shared.schemas import Problem
 from shared.settings import Settings
@@ -57,6 +59,13 @@ def _rate_limit_key() -> str:
     return caller() or request.remote_addr or "unknown"
 
 
+def _too_many(limit: RequestLimit) -> Response:
+    retry_after = max(1, math.ceil(limit.reset_at - time.time()))
+    detail = f"over {limit.limit} submissions for this key (SUBMIT_RATE_LIMIT); retry in {retry_after} s"
+    problem = Problem(type="/problems/rate-limited", title="Too Many Requests", status=429, detail=detail)
+    return problem_response(problem, {"Retry-After": str(retry_after)})
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     """Limit submissions per caller (one budget for both kinds), counted in Redis so every process shares it."""
     Limiter(
@@ -64,7 +73,7 @@ def init_app(app: Flask, settings: Settings) -> None:
         app=app,
         application_limits=[settings.submit_rate_limit],
         application_limits_exempt_when=lambda: request.endpoint not in SUBMISSIONS,
-        headers_enabled=True,
+        on_breach=_too_many,
         swallow_errors=True,  # Redis away: the submission itself answers 503
         storage_uri=settings.redis_url,
         storage_options={"socket_timeout": settings.redis_timeout_seconds},

@@ -64,6 +64,8 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Response:
+        if error.response is not None:  # raised with its own (problem) response, e.g. by the rate limiter
+            return error.response
         problem = Problem(title=error.name, status=error.code or 500, detail=error.description or error.name)
         headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
         return problem_response(problem, headers)

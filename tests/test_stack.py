@@ -33,6 +33,9 @@ class Stack:
             "PORT": self.url.rsplit(":", 1)[1],
             "HOST": "127.0.0.1",
             "REDIS_DIR": str(workdir / "redis"),
+            # Short waits and streams, so the fuzzer's Prefer: wait and /events calls end quickly.
+            "MAX_WAIT_SECONDS": "2",
+            "MAX_STREAM_SECONDS": "10",
             "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
         }
         self.log = workdir / "stack.log"
@@ -154,6 +157,96 @@ def test_logs_are_json_lines_that_follow_a_job_by_request_and_job_id(stack):
     assert any(record["request_id"] == "trace-me-42" and record.get("route") == "/v1/correlations" for record in api)
     assert {record["request_id"] for record in job_lines()} == {"trace-me-42"}
     assert {record["service"] for record in job_lines()} == {"worker"}
+
+
+def read_events(response: requests.Response):
+    """Parse a text/event-stream as it arrives: yield {id, event, data} for each event."""
+    event: dict = {}
+    for line in response.iter_lines(decode_unicode=True):
+        if not line:
+            if "data" in event:
+                yield event | {"data": json.loads(event["data"])}
+            event = {}
+        elif not line.startswith((":", "retry:")):
+            name, _, value = line.partition(": ")
+            event[name] = value
+
+
+def events_url(stack: "Stack", job: dict) -> str:
+    return f"{stack.url}/v1/jobs/{job['id']}/events"
+
+
+def test_events_stream_every_epoch_and_resume_after_a_reconnect_without_gaps_or_repeats(stack):
+    body = {"input": torch.rand((300, 300), generator=torch.Generator().manual_seed(1)).tolist()}
+    body |= {"target_kernel": [[0.5, -0.5]] * 2, "lr": 1e-7, "epochs": 400}
+    job = requests.post(f"{stack.url}/v1/kernel-trainings", json=body, timeout=10).json()
+    seen = []
+    with requests.get(events_url(stack, job), stream=True, timeout=30) as first:
+        assert first.headers["Content-Type"].startswith("text/event-stream")
+        for event in read_events(first):
+            seen.append(event)
+            if len(seen) == 25:
+                break  # the client drops the connection mid-training
+    assert [event["data"]["epoch"] for event in seen] == list(range(1, 26))
+    headers = {"Last-Event-ID": seen[-1]["id"]}
+    with requests.get(events_url(stack, job), stream=True, headers=headers, timeout=60) as second:
+        rest = list(read_events(second))
+    progress = [event for event in seen + rest if event["event"] == "progress"]
+    assert [event["data"]["epoch"] for event in progress] == list(range(1, 401))
+    assert all(event["data"]["epochs"] == 400 for event in progress)
+    [final] = [event for event in rest if event["event"] == "status"]
+    assert rest[-1] is final and final["data"]["status"] == "succeeded"
+    assert final["data"]["result"]["loss_history"] == [event["data"]["loss"] for event in progress]
+
+
+def test_a_client_arriving_after_the_job_finished_gets_the_final_event_at_once(stack):
+    job = stack.run_job("/v1/kernel-trainings", {"input": EDGE_IMAGE, "target": EDGES, "kernel_size": [1, 2]})
+    started = time.monotonic()
+    with requests.get(events_url(stack, job), stream=True, timeout=10) as response:
+        events = list(read_events(response))
+    assert time.monotonic() - started < 2
+    assert [event["event"] for event in events] == ["progress"] * 20 + ["status"]
+    assert events[-1]["data"] == requests.get(f"{stack.url}/v1/jobs/{job['id']}", timeout=10).json()
+    correlation = stack.run_job("/v1/correlations", {"input": [[1, 2]], "kernel": [[1]]})
+    with requests.get(events_url(stack, correlation), stream=True, timeout=10) as response:
+        assert [event["event"] for event in read_events(response)] == ["status"]
+
+
+def test_twenty_open_streams_do_not_starve_other_requests(stack):
+    training = {"input": [[0.5] * 100] * 100, "target_kernel": [[0.1] * 3] * 3, "lr": 1e-7, "epochs": 10_000}
+    job = requests.post(f"{stack.url}/v1/kernel-trainings", json=training, timeout=10).json()
+    streams = [requests.get(events_url(stack, job), stream=True, timeout=30) for _ in range(20)]
+    try:
+        for stream in streams:
+            assert next(stream.iter_lines()) == b"retry: 1000"  # open and being served
+        started = time.monotonic()
+        posted = requests.post(
+            f"{stack.url}/v1/correlations",
+            json={"input": [[1, 2]], "kernel": [[1]]},
+            headers={"Prefer": "wait=2"},
+            timeout=10,
+        )
+        submit_and_wait = time.monotonic() - started
+        started = time.monotonic()
+        fetched = requests.get(stack.url + posted.headers["Location"], timeout=10)
+        get = time.monotonic() - started
+    finally:
+        for stream in streams:
+            stream.close()
+        requests.delete(f"{stack.url}/v1/jobs/{job['id']}", timeout=10)
+    print(f"\nwith 20 open streams: POST (Prefer: wait) {submit_and_wait * 1000:.0f} ms, GET {get * 1000:.0f} ms")
+    assert posted.status_code == 200 and fetched.status_code == 200
+    assert submit_and_wait < 2 and get < 1
+
+
+def test_schemathesis_finds_nothing_in_the_api_it_describes(stack):
+    """Fuzz every operation from /openapi.json: all default checks, positive and negative data (schemathesis.toml)."""
+    command = [Path(sys.executable).parent / "schemathesis", "run", f"{stack.url}/openapi.json"]
+    command += ["--max-examples", os.environ.get("FUZZ_EXAMPLES", "25"), "--seed", "7", "--workers", "2"]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    summary = [line for line in run.stdout.splitlines() if "generated" in line]
+    print("\n" + "\n".join(summary))
+    assert run.returncode == 0, run.stdout[-5000:]
 
 
 def test_load_of_small_jobs_from_concurrent_clients_beside_a_saturating_training(stack):

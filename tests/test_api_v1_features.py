@@ -1,0 +1,163 @@
+"""What grows on the core contract: waiting submits, idempotency, lists, expiry, limits, API keys, rate limits."""
+
+import json
+import threading
+import time
+from datetime import datetime, timedelta
+
+import pytest
+
+from api import create_app
+from shared.settings import Settings
+from tests.conftest import wait_for_job
+from tests.seed import EDGE_IMAGE, EDGE_KERNEL, K_2X2, X_3X3, Y_3X3
+from tests.support import RedisServer
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+TINY = {"input": X_3X3, "kernel": K_2X2}
+SLOW = {"input": [[0.5] * 100] * 100, "target_kernel": [[0.1] * 3] * 3, "lr": 1e-7, "epochs": 100_000}
+
+
+def test_prefer_wait_answers_200_with_the_finished_job(client):
+    response = client.post("/v1/correlations", json=TINY, headers={"Prefer": "wait=5"})
+    assert response.status_code == 200 and response.headers["Preference-Applied"] == "wait=5"
+    job = response.get_json()
+    assert job["status"] == "succeeded" and job["result"]["output"] == Y_3X3
+    assert "Retry-After" not in response.headers and response.headers["Location"] == f"/v1/jobs/{job['id']}"
+
+
+def test_prefer_wait_gives_up_with_a_202_and_is_capped(client):
+    started = time.monotonic()
+    response = client.post("/v1/kernel-trainings", json=SLOW, headers={"Prefer": "respond-async, wait=1"})
+    waited = time.monotonic() - started
+    assert response.status_code == 202 and response.get_json()["status"] in ("queued", "running")
+    assert response.headers["Preference-Applied"] == "wait=1" and 1 <= waited < 3
+    client.delete(response.headers["Location"])
+    capped = client.post("/v1/correlations", json=TINY, headers={"Prefer": "wait=3600"})
+    assert capped.headers["Preference-Applied"] == "wait=5"  # MAX_WAIT_SECONDS in the suite
+
+
+def test_twenty_concurrent_identical_posts_with_one_key_make_one_job(app, worker):
+    body = {"input": [[7.0, 1.0]], "kernel": [[3.0]]}
+    responses, barrier = [], threading.Barrier(20)
+
+    def post():
+        client = app.test_client()
+        barrier.wait()
+        responses.append(client.post("/v1/correlations", json=body, headers={"Idempotency-Key": "order-1234"}))
+
+    threads = [threading.Thread(target=post) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = {response.get_json()["id"] for response in responses}
+    assert len(ids) == 1 and all(response.status_code in (200, 202) for response in responses)
+    assert sum("Idempotent-Replayed" not in response.headers for response in responses) == 1
+    [job_id] = ids
+    job = wait_for_job(app.test_client(), job_id)
+    assert job["result"]["output"] == [[21.0, 3.0]]
+    time.sleep(0.5)
+    received = [line for line in worker.log_path.read_text().splitlines() if job_id in line and "received" in line]
+    assert len(received) == 1  # one Celery message
+
+
+def test_an_idempotency_key_reused_for_another_body_is_422(client):
+    client.post("/v1/correlations", json=TINY, headers={"Idempotency-Key": "reused-key"})
+    response = client.post("/v1/correlations", json={**TINY, "bias": 1.0}, headers={"Idempotency-Key": "reused-key"})
+    assert response.status_code == 422 and response.get_json()["errors"][0]["loc"] == "/Idempotency-Key"
+    assert client.post("/v1/correlations", json=TINY, headers={"Idempotency-Key": "bad key"}).status_code == 400
+
+
+def test_jobs_are_listed_newest_first_with_a_cursor_and_filters(client):
+    ids = [client.post("/v1/correlations", json=TINY).get_json()["id"] for _ in range(3)]
+    training = client.post("/v1/kernel-trainings", json={"input": EDGE_IMAGE, "target_kernel": EDGE_KERNEL})
+    first = client.get("/v1/jobs?limit=2").get_json()
+    assert [job["id"] for job in first["jobs"]] == [training.get_json()["id"], ids[2]]
+    assert all("result" not in job for job in first["jobs"])
+    second = client.get(f"/v1/jobs?limit=2&cursor={first['next_cursor']}").get_json()
+    assert [job["id"] for job in second["jobs"]] == [ids[1], ids[0]]
+    trainings = client.get("/v1/jobs?kind=kernel_training&limit=1").get_json()
+    assert trainings["jobs"][0]["id"] == training.get_json()["id"]
+    for id_ in ids:
+        wait_for_job(client, id_)
+    succeeded = client.get("/v1/jobs?status=succeeded&kind=correlation&limit=3").get_json()["jobs"]
+    assert [job["id"] for job in succeeded] == ids[::-1]
+    for bad in ("limit=0", "limit=101", "status=done", "kind=conv", "cursor=abc"):
+        assert client.get(f"/v1/jobs?{bad}").status_code == 400
+
+
+def test_every_job_shows_when_it_expires(client, settings):
+    job = client.post("/v1/correlations", json=TINY).get_json()
+    created = datetime.fromisoformat(job["created_at"])
+    expires = datetime.fromisoformat(job["expires_at"])
+    assert abs(expires - created - timedelta(seconds=settings.job_ttl_seconds)) < timedelta(seconds=2)
+
+
+def test_the_work_budget_is_checked_before_anything_is_queued(settings):
+    client = create_app(settings.model_copy(update={"max_work": 1000})).test_client()
+    response = client.post(
+        "/v1/kernel-trainings", json={"input": EDGE_IMAGE, "target_kernel": EDGE_KERNEL, "epochs": 100}
+    )
+    assert response.status_code == 422
+    [error] = response.get_json()["errors"]
+    assert error["loc"] == "" and "MAX_WORK" in error["msg"] and "8400 multiply-adds" in error["msg"]
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A Redis of this test's own, with no worker: queued jobs stay queued."""
+    redis = RedisServer(tmp_path).start()
+    yield redis
+    redis.stop()
+
+
+def test_a_full_queue_answers_429_with_retry_after(private_redis):
+    client = create_app(Settings(redis_url=private_redis.url, max_queue_length=2)).test_client()
+    assert [client.post("/v1/correlations", json=TINY).status_code for _ in range(2)] == [202, 202]
+    full = client.post("/v1/correlations", json=TINY)
+    assert full.status_code == 429 and full.headers["Retry-After"] == "5"
+    assert "MAX_QUEUE_LENGTH" in full.get_json()["detail"]
+
+
+def test_api_keys_guard_every_v1_route_and_each_key_sees_only_its_jobs(private_redis, capsys):
+    keys = {"alice": "alice-secret-key", "bob": "bob-secret-key"}
+    client = create_app(Settings(redis_url=private_redis.url, api_keys=keys)).test_client()
+    alice, bob = ({"Authorization": f"Bearer {key}"} for key in keys.values())
+
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic alice-secret-key"}):
+        refused = client.post("/v1/correlations", json=TINY, headers=headers)
+        assert refused.status_code == 401 and refused.mimetype == "application/problem+json"
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/healthz").status_code == 200  # service endpoints stay open
+
+    job_id = client.post("/v1/correlations", json=TINY, headers=alice).get_json()["id"]
+    assert client.get(f"/v1/jobs/{job_id}", headers=alice).status_code == 200
+    for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/loss", f"/v1/jobs/{job_id}/events"):
+        assert client.get(path, headers=bob).status_code == 404
+    assert client.delete(f"/v1/jobs/{job_id}", headers=bob).status_code == 404
+    assert client.get("/v1/jobs", headers=bob).get_json()["jobs"] == []
+    assert [job["id"] for job in client.get("/v1/jobs", headers=alice).get_json()["jobs"]] == [job_id]
+    logged = capsys.readouterr().err
+    assert "alice-secret-key" not in logged and "bob-secret-key" not in logged
+
+
+def test_without_keys_the_service_says_it_is_open(private_redis, capsys):
+    create_app(Settings(redis_url=private_redis.url))
+    warnings = [json.loads(line) for line in capsys.readouterr().err.splitlines() if "API keys are off" in line]
+    assert warnings and warnings[0]["level"] == "WARNING"
+
+
+def test_submissions_are_rate_limited_per_key(private_redis):
+    keys = {"alice": "alice-key", "bob": "bob-key"}
+    settings = Settings(redis_url=private_redis.url, api_keys=keys, submit_rate_limit="3/minute")
+    client = create_app(settings).test_client()
+    alice, bob = ({"Authorization": f"Bearer {key}"} for key in keys.values())
+    statuses = [client.post("/v1/correlations", json=TINY, headers=alice).status_code for _ in range(4)]
+    assert statuses == [202, 202, 202, 429]
+    limited = client.post("/v1/kernel-trainings", json=SLOW, headers=alice)  # one budget for both kinds
+    assert limited.status_code == 429 and limited.mimetype == "application/problem+json"
+    assert int(limited.headers["Retry-After"]) > 0
+    assert client.post("/v1/correlations", json=TINY, headers=bob).status_code == 202  # bob has his own
+    assert client.get("/v1/jobs", headers=alice).status_code == 200  # reads are not limited
