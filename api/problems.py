@@ -5,6 +5,7 @@ import uuid
 
 import orjson
 from flask import Flask, Response
+from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -72,6 +73,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(RedisConnectionError)
     @app.errorhandler(RedisTimeoutError)
+    @app.errorhandler(OperationalError)  # kombu's, when the broker (the same Redis) is away
     def _redis_unavailable(error: Exception) -> Response:
         log.warning("redis unavailable: %s", error)
         problem = Problem(

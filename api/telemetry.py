@@ -30,7 +30,6 @@ from redis.exceptions import RedisError
 from api.runtime import runtime
 from shared import logs
 from shared.jobstore import RUN_TIME_BUCKETS, JobMetrics
-from shared.taskqueue import queue_length
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,8 @@ def metrics() -> Response:
     jobs = CollectorRegistry()
     up = Gauge("convq_job_store_up", "1 if the job store (Redis) answered this scrape", registry=jobs)
     try:
-        counters, queued = runtime().store.metrics(), queue_length(runtime().queue)
+        store = runtime().store
+        counters, queued = store.metrics(), store.queue_length(runtime().queue.conf.task_default_queue)
     except (RedisError, OperationalError) as error:
         log.warning("job metrics unavailable: %s", error)
         up.set(0)

@@ -17,7 +17,7 @@ from api.runtime import runtime
 from shared import logs
 from shared.jobstore import IdempotencyConflict
 from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
-from shared.taskqueue import TASK_FOR_KIND, queue_length
+from shared.taskqueue import TASK_FOR_KIND
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _submit(kind: JobKind, job_request: BaseModel, epochs: int | None = None) ->
     """Store the job and its request, queue a message that carries only the job id, and maybe wait for it."""
     rt = runtime()
     key, wait = _idempotency_key(), _preferred_wait(rt.settings.max_wait_seconds)
-    if queue_length(rt.queue) >= rt.settings.max_queue_length:
+    if rt.store.queue_length(rt.queue.conf.task_default_queue) >= rt.settings.max_queue_length:
         detail = f"the queue holds {rt.settings.max_queue_length} jobs or more (MAX_QUEUE_LENGTH); retry later"
         problem = Problem(type="/problems/queue-full", title="Too Many Requests", status=429, detail=detail)
         raise ProblemError(problem, {"Retry-After": str(RETRY_WHEN_FULL_SECONDS)})

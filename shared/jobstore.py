@@ -301,6 +301,10 @@ class JobStore:
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
+    def queue_length(self, queue: str) -> int:
+        """How many messages wait in a Celery queue (not those a worker holds): its Redis list, read fast."""
+        return self.redis.llen(queue)
+
     def metrics(self) -> JobMetrics:
         """The job counters: submitted, finished by status, epochs run, run times."""
         return JobMetrics.parse(self.redis.hgetall(METRICS_KEY))

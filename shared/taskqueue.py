@@ -54,9 +54,3 @@ def create_celery(settings: Settings) -> Celery:
         worker_soft_shutdown_timeout=settings.shutdown_grace_seconds,
     )
     return app
-
-
-def queue_length(app: Celery) -> int:
-    """How many messages wait in the default queue (not those a worker holds): the length of its Redis list."""
-    with app.connection_for_read() as connection:
-        return connection.default_channel.client.llen(app.conf.task_default_queue)

@@ -36,6 +36,8 @@ class Stack:
             # Short waits and streams, so the fuzzer's Prefer: wait and /events calls end quickly.
             "MAX_WAIT_SECONDS": "2",
             "MAX_STREAM_SECONDS": "10",
+            # The load test submits 2,000 jobs from one address; rate limits are tested on their own.
+            "SUBMIT_RATE_LIMIT": "100000/minute",
             "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
         }
         self.log = workdir / "stack.log"
