@@ -1,6 +1,7 @@
 """What grows on the core contract: waiting submits, idempotency, lists, expiry, limits, API keys, rate limits."""
 
 import json
+import re
 import threading
 import time
 from datetime import datetime, timedelta
@@ -161,3 +162,31 @@ def test_submissions_are_rate_limited_per_key(private_redis):
     assert int(limited.headers["Retry-After"]) > 0
     assert client.post("/v1/correlations", json=TINY, headers=bob).status_code == 202  # bob has his own
     assert client.get("/v1/jobs", headers=alice).status_code == 200  # reads are not limited
+
+
+def test_an_event_stream_closes_after_its_lifetime_and_the_client_resumes(settings):
+    client = create_app(settings.model_copy(update={"max_stream_seconds": 1})).test_client()
+    job = client.post("/v1/kernel-trainings", json=SLOW).get_json()
+    started = time.monotonic()
+    body = client.get(f"/v1/jobs/{job['id']}/events").get_data(as_text=True)  # the whole stream, until it ends
+    assert 1 <= time.monotonic() - started < 5
+    assert body.startswith("retry: 1000") and "event: progress" in body and "event: status" not in body
+    last_id = [line for line in body.splitlines() if line.startswith("id: ")][-1].removeprefix("id: ")
+    again = client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": last_id}).get_data(as_text=True)
+    first_epoch_again = int(
+        next(line for line in again.splitlines() if line.startswith("id: ")).split()[1].split("-")[0]
+    )
+    assert first_epoch_again == int(last_id.split("-")[0]) + 1
+    client.delete(f"/v1/jobs/{job['id']}")
+
+
+def test_the_interactive_docs_work_offline(client):
+    page = client.get("/docs").get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert assets and all(asset.startswith("/static/") for asset in assets)  # no CDN
+    for asset in assets:
+        assert client.get(asset).status_code == 200
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"] == "3.1.0" and "Problem" in document["components"]["schemas"]
+    headers = {p["name"] for p in document["paths"]["/v1/correlations"]["post"]["parameters"]}
+    assert headers == {"Idempotency-Key", "Prefer"}
