@@ -48,24 +48,10 @@ def submit_kernel_training() -> Response:
 @bp.get("/jobs")
 def list_jobs() -> Response:
     """The caller's jobs, newest first, without their results; ?status=&kind=&limit=&cursor= ."""
-    status = _query(
-        "status", lambda value: value if value in JOB_STATUSES else None, None, "one of " + ", ".join(JOB_STATUSES)
-    )
-    kind = _query(
-        "kind", lambda value: value if value in TASK_FOR_KIND else None, None, "correlation or kernel_training"
-    )
-    limit = _query(
-        "limit",
-        lambda value: int(value) if value.isdigit() and 1 <= int(value) <= MAX_PAGE else None,
-        20,
-        f"a whole number from 1 to {MAX_PAGE}",
-    )
-    cursor = _query(
-        "cursor",
-        lambda value: int(value) if value.isdigit() and len(value) < 19 else None,
-        None,
-        "a cursor from a previous page",
-    )
+    status = _query("status", _one_of(JOB_STATUSES), None, "one of " + ", ".join(JOB_STATUSES))
+    kind = _query("kind", _one_of(tuple(TASK_FOR_KIND)), None, "correlation or kernel_training")
+    limit = _query("limit", _whole_number(1, MAX_PAGE), 20, f"a whole number from 1 to {MAX_PAGE}")
+    cursor = _query("cursor", _whole_number(1, 10**18), None, "a cursor from a previous page")
     jobs, next_cursor = runtime().store.jobs(g.caller, status=status, kind=kind, limit=limit, before=cursor)
     return json_response({"jobs": jobs, "next_cursor": str(next_cursor) if next_cursor is not None else None})
 
@@ -77,12 +63,7 @@ def get_job(job_id: str) -> Response:
 
 @bp.get("/jobs/<job_id>/loss")
 def get_loss(job_id: str) -> Response:
-    since = _query(
-        "since",
-        lambda value: int(value) if value.isdigit() and len(value) <= 9 else None,
-        0,
-        "a whole number of epochs (0 or more)",
-    )
+    since = _query("since", _whole_number(0, 999_999_999), 0, "a whole number of epochs (0 or more)")
     page = _existing(job_id, runtime().store.losses(_parse_id(job_id), since, g.caller))
     if page.pop("kind") != "kernel_training":
         raise _not_found(job_id, "is a correlation: only kernel trainings have a loss history")
@@ -185,6 +166,15 @@ def _query(name: str, parse, default, expected: str):
     if value is None:
         raise _bad_parameter(f"/{name}", f"{name} must be {expected}, not {raw!r}")
     return value
+
+
+def _one_of(choices: tuple[str, ...]):
+    return lambda value: value if value in choices else None
+
+
+def _whole_number(low: int, high: int):
+    """A parser of ASCII digits within [low, high] (str.isdigit would also take "²")."""
+    return lambda value: int(value) if re.fullmatch(r"[0-9]{1,19}", value) and low <= int(value) <= high else None
 
 
 def _bad_parameter(loc: str, detail: str) -> ProblemError:

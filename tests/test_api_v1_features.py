@@ -85,7 +85,7 @@ def test_jobs_are_listed_newest_first_with_a_cursor_and_filters(client):
         wait_for_job(client, id_)
     succeeded = client.get("/v1/jobs?status=succeeded&kind=correlation&limit=3").get_json()["jobs"]
     assert [job["id"] for job in succeeded] == ids[::-1]
-    for bad in ("limit=0", "limit=101", "status=done", "kind=conv", "cursor=abc"):
+    for bad in ("limit=0", "limit=101", "limit=²", "status=done", "kind=conv", "cursor=abc"):
         assert client.get(f"/v1/jobs?{bad}").status_code == 400
 
 

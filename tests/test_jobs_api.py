@@ -184,7 +184,7 @@ def test_a_correlation_has_no_loss_history(client):
     assert response.status_code == 404 and "only kernel trainings" in response.get_json()["detail"]
 
 
-@pytest.mark.parametrize("since", ["-1", "x", "1.5", "99999999999"])
+@pytest.mark.parametrize("since", ["-1", "x", "1.5", "99999999999", "²"])
 def test_a_bad_since_is_a_400_naming_the_parameter(client, since):
     job = train(client, {"input": EDGE_IMAGE, "target": EDGES, "kernel_size": [1, 2], "epochs": 2})
     response = client.get(f"/v1/jobs/{job['id']}/loss?since={since}")
