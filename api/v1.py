@@ -51,7 +51,7 @@ def list_jobs() -> Response:
     status = _query("status", _one_of(JOB_STATUSES), None, "one of " + ", ".join(JOB_STATUSES))
     kind = _query("kind", _one_of(tuple(TASK_FOR_KIND)), None, "correlation or kernel_training")
     limit = _query("limit", _whole_number(1, MAX_PAGE), 20, f"a whole number from 1 to {MAX_PAGE}")
-    cursor = _query("cursor", _whole_number(1, 10**18), None, "a cursor from a previous page")
+    cursor = _query("cursor", _whole_number(0, 10**18 - 1), None, "a cursor from a previous page")
     jobs, next_cursor = runtime().store.jobs(g.caller, status=status, kind=kind, limit=limit, before=cursor)
     return json_response({"jobs": jobs, "next_cursor": str(next_cursor) if next_cursor is not None else None})
 
