@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["convq"] = Runtime(settings, store, create_celery(settings))
     problems.init_app(app)
     telemetry.init_app(app)
+    app.before_request(problems.refuse_long_urls)  # after telemetry's: even a 414 gets its request id
     access.init_app(app, settings)
     app.register_blueprint(health.bp)
     app.register_blueprint(v1.bp)

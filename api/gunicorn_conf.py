@@ -18,6 +18,8 @@ workers = 2
 threads = _settings.api_threads
 # The app logs each request as JSON (api/telemetry.py); gunicorn's own lines are JSON too.
 accesslog = None
+# No request-line cap in gunicorn: its 414 would be HTML; the app caps URLs with a problem+json 414.
+limit_request_line = 0
 logconfig_dict = logging_config(_settings.log_level, "api")
 
 

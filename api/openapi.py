@@ -39,6 +39,7 @@ def _problems(*statuses: int) -> dict:
         401: "Missing or wrong API key",
         404: "No such job (unknown, expired, or another key's)",
         413: "Body over MAX_BODY_BYTES",
+        414: "URL over 8192 characters",
         415: "Body is not application/json",
         422: "Invalid request; `errors` point at each fault",
         429: "Too many submissions for this key, or the queue is full",
@@ -104,7 +105,7 @@ def _submission(model: str, summary: str) -> dict:
             "200": _json(
                 "Job", "The job finished within Prefer: wait, or an idempotent replay of a finished job", _JOB_HEADERS
             ),
-            **_problems(400, 401, 413, 415, 422, 429, 503),
+            **_problems(400, 401, 413, 414, 415, 422, 429, 503),
         },
     }
 
@@ -146,21 +147,21 @@ def build(settings: Settings) -> dict:
                             "cursor", {"type": "string", "pattern": r"^\d{1,18}$"}, "next_cursor of the previous page"
                         ),
                     ],
-                    "responses": {"200": _json("JobList", "A page of jobs"), **_problems(400, 401, 503)},
+                    "responses": {"200": _json("JobList", "A page of jobs"), **_problems(400, 401, 414, 503)},
                 }
             },
             "/v1/jobs/{job_id}": job
             | {
                 "get": {
                     "summary": "A job: status, progress, result or error",
-                    "responses": {"200": _json("Job", "The job", _JOB_HEADERS), **_problems(401, 404, 503)},
+                    "responses": {"200": _json("Job", "The job", _JOB_HEADERS), **_problems(401, 404, 414, 503)},
                 },
                 "delete": {
                     "summary": "Cancel: a queued job never runs; a running training stops within an epoch",
                     "responses": {
                         "200": _json("Job", "Cancelled, or already finished (unchanged)", _JOB_HEADERS),
                         "202": _json("Job", "Running: it will stop within one epoch", _JOB_HEADERS),
-                        **_problems(401, 404, 503),
+                        **_problems(401, 404, 414, 503),
                     },
                 },
             },
@@ -173,7 +174,10 @@ def build(settings: Settings) -> dict:
                             "since", {"type": "integer", "minimum": 0, "maximum": 999_999_999}, "epochs already seen"
                         )
                     ],
-                    "responses": {"200": _json("LossPage", "Losses", _RETRY_AFTER), **_problems(400, 401, 404, 503)},
+                    "responses": {
+                        "200": _json("LossPage", "Losses", _RETRY_AFTER),
+                        **_problems(400, 401, 404, 414, 503),
+                    },
                 }
             },
             "/v1/jobs/{job_id}/events": job
@@ -192,22 +196,28 @@ def build(settings: Settings) -> dict:
                             "description": "An event stream",
                             "content": {"text/event-stream": {"schema": _SSE_EVENT}},
                         },
-                        **_problems(400, 401, 404, 503),
+                        **_problems(400, 401, 404, 414, 503),
                     },
                 }
             },
-            "/healthz": {"get": {"summary": "The process is alive", "responses": {"200": {"description": "Alive"}}}},
+            "/healthz": {
+                "get": {
+                    "summary": "The process is alive",
+                    "responses": {"200": {"description": "Alive"}, **_problems(414)},
+                }
+            },
             "/readyz": {
                 "get": {
                     "summary": "Redis answers and at least one worker answers a ping",
-                    "responses": {"200": {"description": "Ready"}, **_problems(503)},
+                    "responses": {"200": {"description": "Ready"}, **_problems(414, 503)},
                 }
             },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
                     "responses": {
-                        "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+                        "200": {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                        **_problems(414),
                     },
                 }
             },

@@ -4,7 +4,7 @@ import logging
 import uuid
 
 import orjson
-from flask import Flask, Response
+from flask import Flask, Response, request
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -16,6 +16,7 @@ from shared.schemas import Problem
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_ERRORS = 50
+MAX_URL_LENGTH = 8192
 RETRY_UNAVAILABLE_SECONDS = 5
 
 
@@ -54,6 +55,14 @@ def invalid_request(error: ValidationError) -> ProblemError:
         type="/problems/invalid-request", title="Invalid request", status=422, detail=detail, errors=errors
     )
     return ProblemError(problem)
+
+
+def refuse_long_urls() -> None:
+    """Cap the URL here, where the answer is problem+json (gunicorn's own cap answers HTML)."""
+    if len(request.full_path) > MAX_URL_LENGTH:
+        raise ProblemError(
+            Problem(title="URI Too Long", status=414, detail=f"the URL is over {MAX_URL_LENGTH} characters")
+        )
 
 
 def init_app(app: Flask) -> None:

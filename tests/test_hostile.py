@@ -126,3 +126,10 @@ def test_each_pool_child_takes_its_share_of_the_cores():
         assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // 2)
     finally:
         torch.set_num_threads(before)
+
+
+def test_an_overlong_url_is_a_414_problem_not_gunicorns_html(client):
+    for path in ("/healthz?x=", "/v1/jobs?cursor="):
+        response = client.get(path + "9" * 9000)
+        assert response.status_code == 414 and response.mimetype == "application/problem+json"
+        assert response.headers["X-Request-ID"]
