@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import orjson
 
-from shared.jobstore import Event, JobStore
+from shared.jobstore import JobStore
 
 EVENT_ID = re.compile(r"\d{1,20}(-\d{1,20})?")  # as Redis stream ids: "12" means "12-0"
 KEEPALIVE_SECONDS = 15
@@ -42,6 +42,3 @@ def stream(store: JobStore, job: dict, owner: str, after: str, lifetime: float) 
 
 def _sse(event_id: str, name: str, data: object) -> bytes:
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), name.encode(), orjson.dumps(data))
-
-
-__all__ = ["EVENT_ID", "Event", "stream"]

@@ -199,11 +199,10 @@ class JobStore:
         if request_id is not None:
             record["request_id"] = request_id
         idempotency = f"{_IDEMPOTENCY_PREFIX}{owner}:{idempotency_key}" if idempotency_key else ""
-        keys = [*_keys(job_id), _index_key(owner), idempotency]
+        keys = [*_keys(job_id), _index_key(owner), idempotency, _SEQUENCE_KEY]
         fields = [item for pair in record.items() for item in pair]
-        order = self.redis.incr(_SEQUENCE_KEY)
         created, found_id, *found_hash = self._create(
-            keys=keys, args=[self.ttl, job_id, request_json, request_hash, order, *fields]
+            keys=keys, args=[self.ttl, job_id, request_json, request_hash, *fields]
         )
         if not created and found_hash[0].decode() != request_hash:
             raise IdempotencyConflict(found_id.decode())

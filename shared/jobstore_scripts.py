@@ -3,7 +3,8 @@
 The KEYS are built by shared.jobstore (the one module that names keys): every
 script takes 1 record, 2 request, 3 result, 4 losses, 5 events, 6 metrics;
 CREATE and DISCARD also take 7 the owner's job index and 8 the idempotency key
-(or ''). The first five expire with the job; ARGV[1] is always the retention.
+(or ''), CREATE 9 the submission counter. The first five expire with the job;
+ARGV[1] is always the retention.
 """
 
 # Refresh the job's retention, and its idempotency key's if it has one; note when it will expire.
@@ -15,7 +16,7 @@ local idempotency = redis.call('HGET', KEYS[1], 'idempotency_key')
 if idempotency then redis.call('EXPIRE', idempotency, ARGV[1]) end
 """
 
-# ARGV: ttl, job id, request JSON, request hash, index score, then the record's fields as name, value, ...
+# ARGV: ttl, job id, request JSON, request hash, then the record's fields as name, value, ...
 # Returns {1, job id} when created, {0, existing job id, its request hash} for a repeated idempotency key.
 CREATE = (
     """
@@ -24,10 +25,10 @@ if KEYS[8] ~= '' then
   if existing[1] then return {0, existing[1], existing[2]} end
   redis.call('HSET', KEYS[8], 'job_id', ARGV[2], 'hash', ARGV[4])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 if KEYS[8] ~= '' then redis.call('HSET', KEYS[1], 'idempotency_key', KEYS[8]) end
 redis.call('SET', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[7], ARGV[5], ARGV[2])
+redis.call('ZADD', KEYS[7], redis.call('INCR', KEYS[9]), ARGV[2])
 redis.call('HINCRBY', KEYS[6], 'submitted:' .. redis.call('HGET', KEYS[1], 'kind'), 1)
 """
     + _EXPIRE_JOB

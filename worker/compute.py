@@ -3,7 +3,7 @@
 import orjson
 import torch
 
-from services import EpochCallback, TrainingDiverged, corr2d, learn_kernel
+from services import EpochCallback, corr2d, learn_kernel
 from shared.schemas import CorrelationRequest, KernelTrainingRequest
 
 
@@ -55,6 +55,3 @@ def train(request: KernelTrainingRequest, device: torch.device, on_epoch: EpochC
             "epochs_run": learned.epochs_run,
         }
     )
-
-
-__all__ = ["OutputNotFinite", "TrainingDiverged", "correlate", "train"]
