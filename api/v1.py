@@ -75,7 +75,7 @@ def get_loss(job_id: str) -> Response:
 def job_events(job_id: str) -> Response:
     """Server-Sent Events: progress per epoch, then the finished job; resumable with Last-Event-ID."""
     rt = runtime()
-    job = _existing(job_id, rt.store.get(_parse_id(job_id), g.caller))
+    job = _existing(job_id, rt.store.get(_parse_id(job_id), g.caller, with_result=False))
     after = request.headers.get("Last-Event-ID", "0-0")
     if not events.EVENT_ID.fullmatch(after):
         raise _bad_parameter("/Last-Event-ID", f"Last-Event-ID must be an event id such as 12-0, not {after!r}")

@@ -212,19 +212,28 @@ class JobStore:
         """Remove a job that could not be queued, as if it had never been submitted."""
         self._discard(keys=[*_keys(job_id), _index_key(owner), ""], args=[self.ttl])
 
-    def get(self, job_id: str, owner: str | None = None) -> dict | None:
+    def get(self, job_id: str, owner: str | None = None, *, with_result: bool = True) -> dict | None:
         """The job as the API shows it, its result spliced in as raw JSON; None if unknown, expired or not owner's."""
-        record_key, _, result_key, losses_key, _, _ = _keys(job_id)
+        return self._views([job_id], owner, with_result)[0]
+
+    def _views(self, job_ids: list[str], owner: str | None, with_result: bool) -> list[dict | None]:
+        """Several jobs as the API shows them, read in one round trip; without results, the result key is not read."""
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(record_key)
-            pipe.get(result_key)
-            pipe.llen(losses_key)
-            pipe.lindex(losses_key, -1)
-            record, result, epochs_done, last_loss = pipe.execute()
-        fields = {key.decode(): value.decode() for key, value in record.items()}
-        if not fields or owner is not None and fields.get("owner") != owner:
-            return None
-        return self._view(fields, result, epochs_done, last_loss)
+            for job_id in job_ids:
+                record_key, _, result_key, losses_key, _, _ = _keys(job_id)
+                pipe.hgetall(record_key)
+                (pipe.get if with_result else pipe.exists)(result_key)  # exists: a cheap stand-in reply
+                pipe.llen(losses_key)
+                pipe.lindex(losses_key, -1)
+            replies = pipe.execute()
+        views = []
+        for record, result, epochs_done, last_loss in zip(*[iter(replies)] * 4, strict=True):
+            fields = {key.decode(): value.decode() for key, value in record.items()}
+            visible = fields and (owner is None or fields.get("owner") == owner)
+            views.append(
+                self._view(fields, result if with_result else None, epochs_done, last_loss) if visible else None
+            )
+        return views
 
     def losses(self, job_id: str, since: int, owner: str | None = None) -> dict | None:
         """The losses of the epochs after `since` with the job's status; None if unknown or not the owner's."""
@@ -247,9 +256,7 @@ class JobStore:
 
     def cancel(self, job_id: str, owner: str | None = None) -> str | None:
         """Cancel a queued job, ask a running one to stop; return the status after, or None if unknown."""
-        if self.get(job_id, owner) is None:
-            return None
-        status = self._cancel(keys=_keys(job_id), args=[self.ttl, _now()])
+        status = self._cancel(keys=_keys(job_id), args=[self.ttl, _now(), owner or ""])
         return status.decode() if status else None
 
     def jobs(
@@ -263,9 +270,9 @@ class JobStore:
             page = self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit, withscores=True)
             if not page:
                 return found, None
-            for member, score in page:
+            views = self._views([member.decode() for member, _ in page], owner, with_result=False)
+            for (member, score), job in zip(page, views, strict=True):
                 upper = f"({int(score)}"
-                job = self.get(member.decode(), owner)
                 if job is None:
                     self.redis.zrem(index, member)  # expired: forget it
                 elif status in (None, job["status"]) and kind in (None, job["kind"]):

@@ -106,12 +106,13 @@ return status
 """
 )
 
-# ARGV: ttl, now. A queued job is cancelled at once; a running one is flagged. Returns the status after, or false.
+# ARGV: ttl, now, owner (or '' for any). A queued job is cancelled at once; a running one is flagged.
+# Returns the status after, or false for an unknown job or another owner's.
 CANCEL = (
     """
-local record = redis.call('HMGET', KEYS[1], 'status', 'kind')
+local record = redis.call('HMGET', KEYS[1], 'status', 'kind', 'owner')
 local status = record[1]
-if not status then return false end
+if not status or ARGV[3] ~= '' and record[3] ~= ARGV[3] then return false end
 if status == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
 if status ~= 'queued' then return status end
 redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[2])
