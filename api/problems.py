@@ -51,8 +51,13 @@ def invalid_request(error: ValidationError) -> ProblemError:
     if len(faults) > len(shown):
         detail += f"; the first {len(shown)} are listed"
     errors = [{"loc": json_pointer(fault["loc"]), "msg": fault["msg"], "type": fault["type"]} for fault in shown]
+    return invalid(422, detail, errors)
+
+
+def invalid(status: int, detail: str, errors: list[dict]) -> ProblemError:
+    """A 400 or 422 about the request, its `errors` pointing at each fault."""
     problem = Problem(
-        type="/problems/invalid-request", title="Invalid request", status=422, detail=detail, errors=errors
+        type="/problems/invalid-request", title="Invalid request", status=status, detail=detail, errors=errors
     )
     return ProblemError(problem)
 
@@ -89,7 +94,7 @@ def init_app(app: Flask) -> None:
             type="/problems/unavailable",
             title="Service Unavailable",
             status=503,
-            detail="the job store (Redis) is not reachable; retry shortly",
+            detail="Redis (the job store and queue) is not reachable; retry shortly",
         )
         return problem_response(problem, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)})
 

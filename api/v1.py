@@ -1,6 +1,5 @@
 """HTTP API v1: submit correlations and kernel trainings; list, read, follow and cancel jobs."""
 
-import logging
 import re
 import uuid
 from typing import TypeVar
@@ -11,15 +10,13 @@ from pydantic import BaseModel
 
 from api import access, events
 from api.body import parse_body
-from api.problems import RETRY_UNAVAILABLE_SECONDS, ProblemError
+from api.problems import ProblemError, invalid
 from api.responses import json_response
 from api.runtime import runtime
 from shared import logs
 from shared.jobstore import IdempotencyConflict
 from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
 from shared.taskqueue import TASK_FOR_KIND
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 bp.before_request(access.authenticate)
@@ -108,11 +105,9 @@ def _submit(kind: JobKind, job_request: BaseModel, epochs: int | None = None) ->
         )
     except IdempotencyConflict as conflict:
         detail = f"Idempotency-Key {key!r} was used for a different request (job {conflict}); use a new key"
-        error = {"loc": "/Idempotency-Key", "msg": detail, "type": "idempotency_key_reused"}
-        problem = Problem(
-            type="/problems/invalid-request", title="Invalid request", status=422, detail=detail, errors=[error]
-        )
-        raise ProblemError(problem) from None
+        raise invalid(
+            422, detail, [{"loc": "/Idempotency-Key", "msg": detail, "type": "idempotency_key_reused"}]
+        ) from None
     if created:
         _enqueue(kind, job["id"])
     headers = {"Location": url_for("v1.get_job", job_id=job["id"])}
@@ -126,15 +121,12 @@ def _submit(kind: JobKind, job_request: BaseModel, epochs: int | None = None) ->
 
 
 def _enqueue(kind: JobKind, job_id: str) -> None:
-    rt = runtime()
+    """Send the job's message; if the queue is unreachable, forget the job (the error handler answers 503)."""
     try:
-        rt.queue.send_task(TASK_FOR_KIND[kind], args=[job_id])
-    except OperationalError as error:
-        log.warning("could not queue job %s: %s", job_id, error)
-        rt.store.discard(job_id, g.caller)
-        detail = "the job queue is not reachable; retry shortly"
-        problem = Problem(type="/problems/unavailable", title="Service Unavailable", status=503, detail=detail)
-        raise ProblemError(problem, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)}) from None
+        runtime().queue.send_task(TASK_FOR_KIND[kind], args=[job_id])
+    except OperationalError:
+        runtime().store.discard(job_id, g.caller)
+        raise
 
 
 def _idempotency_key() -> str | None:
@@ -178,11 +170,7 @@ def _whole_number(low: int, high: int):
 
 
 def _bad_parameter(loc: str, detail: str) -> ProblemError:
-    error = {"loc": loc, "msg": detail, "type": "invalid_parameter"}
-    problem = Problem(
-        type="/problems/invalid-request", title="Invalid request", status=400, detail=detail, errors=[error]
-    )
-    return ProblemError(problem)
+    return invalid(400, detail, [{"loc": loc, "msg": detail, "type": "invalid_parameter"}])
 
 
 def _parse_id(job_id: str) -> str:
