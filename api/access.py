@@ -34,18 +34,23 @@ def key_owner(keys: dict[str, str], token: str) -> str | None:
 
 
 def caller() -> str | None:
-    """The calling key's name, ANONYMOUS when keys are off, None when the credentials are missing or wrong."""
-    keys = runtime().settings.api_keys
-    if not keys:
-        return ANONYMOUS
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return key_owner(keys, token.strip()) if scheme.lower() == "bearer" else None
+    """The calling key's name, ANONYMOUS when keys are off, None when the credentials are missing or wrong.
+
+    Worked out once per request (the rate limiter asks before authenticate runs).
+    """
+    if "caller" not in g:
+        keys = runtime().settings.api_keys
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if not keys:
+            g.caller = ANONYMOUS
+        else:
+            g.caller = key_owner(keys, token.strip()) if scheme.lower() == "bearer" else None
+    return g.caller
 
 
 def authenticate() -> None:
-    """Before every /v1 request: remember the caller as g.caller, or answer 401."""
-    g.caller = caller()
-    if g.caller is None:
+    """Before every /v1 request: make sure g.caller names a key, or answer 401."""
+    if caller() is None:
         problem = Problem(
             type="/problems/unauthorized",
             title="Unauthorized",
@@ -56,7 +61,9 @@ def authenticate() -> None:
 
 
 def _rate_limit_key() -> str:
-    return caller() or request.remote_addr or "unknown"
+    """Count by key; by client address when keys are off (or the credentials are wrong)."""
+    name = caller()
+    return f"key:{name}" if name not in (None, ANONYMOUS) else f"address:{request.remote_addr}"
 
 
 def _too_many(limit: RequestLimit) -> Response:

@@ -164,6 +164,17 @@ def test_submissions_are_rate_limited_per_key(private_redis):
     assert client.get("/v1/jobs", headers=alice).status_code == 200  # reads are not limited
 
 
+def test_without_keys_each_client_address_has_its_own_submission_budget(private_redis):
+    client = create_app(Settings(redis_url=private_redis.url, submit_rate_limit="2/minute")).test_client()
+    first, second = ({"REMOTE_ADDR": address} for address in ("192.0.2.1", "192.0.2.2"))
+    assert [client.post("/v1/correlations", json=TINY, environ_base=first).status_code for _ in range(3)] == [
+        202,
+        202,
+        429,
+    ]
+    assert client.post("/v1/correlations", json=TINY, environ_base=second).status_code == 202
+
+
 def test_an_event_stream_closes_after_its_lifetime_and_the_client_resumes(settings):
     client = create_app(settings.model_copy(update={"max_stream_seconds": 1})).test_client()
     job = client.post("/v1/kernel-trainings", json=SLOW).get_json()
