@@ -39,6 +39,11 @@ class Limits:
     max_work: int | None = None  # output elements x kernel taps x epochs
 
 
+def _limits(info: ValidationInfo) -> Limits:
+    """The limits the caller validates against; none at all without a context (in the worker)."""
+    return info.context if isinstance(info.context, Limits) else Limits()
+
+
 def fault(loc: tuple[str | int, ...], kind: str, message: str, value: Any = None) -> InitErrorDetails:
     """Describe one fault at `loc` (relative to the value being validated)."""
     return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
@@ -90,7 +95,7 @@ def _rectangular(rows: list[list[float]], info: ValidationInfo) -> list[list[flo
                 f"row {index} has length {len(row)} but row 0 has length {width}: all rows must be the same length"
             )
             raise invalid("Matrix", fault((index,), "ragged_matrix", message))
-    limits = info.context if isinstance(info.context, Limits) else Limits()
+    limits = _limits(info)
     elements = len(rows) * width
     if limits.max_matrix_elements is not None and elements > limits.max_matrix_elements:
         message = (
@@ -126,7 +131,7 @@ def _fmt(pair: tuple[int, int]) -> str:
 
 def check_work(out_shape: tuple[int, int], kernel_shape: tuple[int, int], epochs: int, info: ValidationInfo) -> None:
     """Refuse a job whose multiply-adds (output elements x kernel taps x epochs) exceed the server's budget."""
-    budget = info.context.max_work if isinstance(info.context, Limits) else None
+    budget = _limits(info).max_work
     work = out_shape[0] * out_shape[1] * kernel_shape[0] * kernel_shape[1] * epochs
     if budget is not None and work > budget:
         message = (
@@ -204,7 +209,7 @@ class KernelTrainingRequest(Request):
     @field_validator("epochs")
     @classmethod
     def _epochs_within_limit(cls, epochs: int, info: ValidationInfo) -> int:
-        limit = info.context.max_epochs if isinstance(info.context, Limits) else None
+        limit = _limits(info).max_epochs
         if limit is not None and epochs > limit:
             raise PydanticCustomError(
                 "epochs_over_limit",
