@@ -191,6 +191,22 @@ def test_an_event_stream_closes_after_its_lifetime_and_the_client_resumes(settin
     client.delete(f"/v1/jobs/{job['id']}")
 
 
+def test_a_quiet_stream_sends_keep_alives(private_redis):
+    client = create_app(Settings(redis_url=private_redis.url, max_stream_seconds=1)).test_client()
+    job = client.post("/v1/correlations", json=TINY).get_json()  # no worker here: it stays queued, silent
+    body = client.get(f"/v1/jobs/{job['id']}/events").get_data(as_text=True)
+    assert body == "retry: 1000\n\n: keep-alive\n\n"
+
+
+def test_an_idempotency_key_lives_as_long_as_its_job(private_redis):
+    client = create_app(Settings(redis_url=private_redis.url, job_ttl_seconds=60)).test_client()
+    client.post("/v1/correlations", json=TINY, headers={"Idempotency-Key": "expiring"})
+    redis = private_redis.client()
+    [key] = list(redis.scan_iter("convq:idempotency:*"))
+    [record] = [name for name in redis.scan_iter("convq:job:*") if name.count(b":") == 2]
+    assert 55 < redis.ttl(key) <= 60 and abs(redis.ttl(key) - redis.ttl(record)) <= 1
+
+
 def test_the_interactive_docs_work_offline(client):
     page = client.get("/docs").get_data(as_text=True)
     assets = re.findall(r'(?:src|href)="([^"]+)"', page)

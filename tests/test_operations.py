@@ -83,6 +83,18 @@ def test_a_redis_without_aof_is_warned_about(redis_server, caplog):
     with caplog.at_level(logging.WARNING, logger="shared.startup"):
         warn_about_redis(redis_server.client())
     assert "Redis runs without appendonly" in caplog.text  # the suite's Redis keeps nothing on disk
+    assert "maxmemory-policy" not in caplog.text  # it does not evict
+
+
+def test_a_redis_that_may_evict_is_warned_about(tmp_path, caplog):
+    redis = RedisServer(tmp_path, append_only=True).start()
+    try:
+        redis.client().config_set("maxmemory-policy", "allkeys-lru")
+        with caplog.at_level(logging.WARNING, logger="shared.startup"):
+            warn_about_redis(redis.client())
+    finally:
+        redis.stop()
+    assert "maxmemory-policy is allkeys-lru" in caplog.text and "appendonly" not in caplog.text
 
 
 def test_the_test_settings_reach_worker_processes_intact(settings, monkeypatch):
