@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     worker_max_memory_per_child_mb: PositiveInt = 2048
     # On SIGTERM a worker lets running jobs finish for this long, then hands them back to the queue.
     shutdown_grace_seconds: float = Field(20.0, ge=0)
+    # Send Celery task events (for Flower, which also turns them on itself); each costs Redis round trips.
+    task_events: bool = False
     # Where workers compute: "auto" takes CUDA when the worker has it.
     torch_device: Literal["auto", "cpu", "cuda"] = "auto"
     # How long one job-store call may wait on Redis: the API answers 503 soon after.

@@ -42,7 +42,9 @@ def test_the_queue_is_json_only_with_late_acks_and_redelivery_after_the_time_lim
     assert transport["unacked_restore_interval"] == 5 and transport["unacked_restore_throttle"] == 1
     assert settings.redelivery_bound_seconds == 140
     assert conf.worker_max_tasks_per_child == 1000 and conf.worker_max_memory_per_child == 2048 * 1024
-    assert conf.worker_send_task_events and conf.task_send_sent_event  # events on, for Flower
+    assert not conf.worker_send_task_events and not conf.task_send_sent_event  # off: each costs round trips
+    events_on = create_celery(Settings(task_events=True)).conf
+    assert events_on.worker_send_task_events and events_on.task_send_sent_event  # for Flower
 
 
 def test_the_readme_lists_every_setting_with_its_default():
