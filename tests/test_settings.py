@@ -53,4 +53,5 @@ def test_the_readme_lists_every_setting_with_its_default():
         row = next((line for line in readme.splitlines() if line.startswith(f"| `{name.upper()}` |")), None)
         assert row is not None, f"README.md does not list {name.upper()}"
         if field.default is not None:
-            assert f"`{field.default}`" in row or f"`{field.default:g}`" in row, row
+            written = str(field.default).lower() if isinstance(field.default, bool) else field.default
+            assert f"`{written}`" in row or f"`{field.default:g}`" in row, row
