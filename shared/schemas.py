@@ -9,17 +9,16 @@ context as a `Limits`; without one (in the worker) nothing is limited.
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Le, MinLen
+import numpy as np
+from annotated_types import Ge, Le
 from pydantic import (
-    AfterValidator,
-    AllowInfNan,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    Strict,
+    PlainSerializer,
+    PlainValidator,
     StrictBool,
-    ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -27,7 +26,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-FLOAT32_MAX = 3.4028234663852886e38
+from shared.arrays import MATRIX_SCHEMA, Base64Array, to_array, to_base64
+from shared.jsontypes import Integer, Number, fault, invalid
 
 
 @dataclass(frozen=True)
@@ -44,31 +44,9 @@ def _limits(info: ValidationInfo) -> Limits:
     return info.context if isinstance(info.context, Limits) else Limits()
 
 
-def fault(loc: tuple[str | int, ...], kind: str, message: str, value: Any = None) -> InitErrorDetails:
-    """Describe one fault at `loc` (relative to the value being validated)."""
-    return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)
-
-
-def invalid(title: str, *faults: InitErrorDetails) -> ValidationError:
-    """Bundle faults into the ValidationError pydantic reports; raised from validators, it keeps their locations."""
-    return ValidationError.from_exception_data(title, list(faults))
-
-
-def _json_integer(value: Any) -> Any:
-    """Let pydantic's int accept 3 and 3.0 (both JSON integers) but not "3" or true."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PydanticCustomError("int_type", "Input should be an integer")
-    return value
-
-
 def _broadcast(value: Any) -> Any:
     """Let a pair be given as one integer meaning the same for both dimensions."""
     return (value, value) if isinstance(value, int | float) and not isinstance(value, bool) else value
-
-
-# A matrix element: a JSON number that fits in float32, the dtype the core computes in.
-Number = Annotated[float, Strict(), AllowInfNan(False), Ge(-FLOAT32_MAX), Le(FLOAT32_MAX)]
-Integer = Annotated[int, BeforeValidator(_json_integer)]
 
 
 def _pair_schema(minimum: int) -> WithJsonSchema:
@@ -86,32 +64,16 @@ PositivePair = Annotated[
 ]
 
 
-def _rectangular(rows: list[list[float]], info: ValidationInfo) -> list[list[float]]:
-    """Check that the rows form a rectangle within the element limit; faults point at the row."""
-    width = len(rows[0])
-    for index, row in enumerate(rows):
-        if len(row) != width:
-            message = (
-                f"row {index} has length {len(row)} but row 0 has length {width}: all rows must be the same length"
-            )
-            raise invalid("Matrix", fault((index,), "ragged_matrix", message))
-    limits = _limits(info)
-    elements = len(rows) * width
-    if limits.max_matrix_elements is not None and elements > limits.max_matrix_elements:
-        message = (
-            f"matrix is {len(rows)} x {width} = {elements} elements, "
-            f"over this server's limit of {limits.max_matrix_elements} (MAX_MATRIX_ELEMENTS)"
-        )
-        raise invalid("Matrix", fault((), "matrix_too_large", message))
-    return rows
+def _matrix(value: Any, info: ValidationInfo) -> np.ndarray:
+    return to_array(value, _limits(info).max_matrix_elements)
 
 
-# At least one row of at least one number (in the schema too); all rows the same length.
-Matrix = Annotated[list[Annotated[list[Number], MinLen(1)]], MinLen(1), AfterValidator(_rectangular)]
+# A matrix in either wire form (shared.arrays); in the model a float32 numpy array, stored in the base64 form.
+Matrix = Annotated[Any, PlainValidator(_matrix), PlainSerializer(to_base64), WithJsonSchema(MATRIX_SCHEMA)]
 
 
-def shape(matrix: list[list[float]]) -> tuple[int, int]:
-    return len(matrix), len(matrix[0])
+def shape(matrix: np.ndarray) -> tuple[int, int]:
+    return matrix.shape
 
 
 def output_shape(
@@ -146,6 +108,10 @@ class Request(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    result_format: Literal["lists", "base64"] = Field(
+        "lists", description="how the result's matrices are written: nested lists, or base64 float32 arrays"
+    )
+
 
 class CorrelationRequest(Request):
     """POST /v1/correlations: cross-correlate `input` with `kernel`."""
@@ -158,7 +124,7 @@ class CorrelationRequest(Request):
 
     @model_validator(mode="after")
     def _kernel_fits(self) -> "CorrelationRequest":
-        padded = (len(self.input) + 2 * self.padding[0], len(self.input[0]) + 2 * self.padding[1])
+        padded = (self.input.shape[0] + 2 * self.padding[0], self.input.shape[1] + 2 * self.padding[1])
         kernel = shape(self.kernel)
         if kernel[0] > padded[0] or kernel[1] > padded[1]:
             message = (
@@ -241,7 +207,7 @@ class KernelTrainingRequest(Request):
             )
             return fault(("kernel_size",), "kernel_size_mismatch", message)
         size, where = self.resolved_kernel_size, "target_kernel" if self.target_kernel is not None else "kernel_size"
-        if size[0] > len(self.input) or size[1] > len(self.input[0]):
+        if size[0] > self.input.shape[0] or size[1] > self.input.shape[1]:
             message = f"a {_fmt(size)} kernel does not fit inside the {_fmt(shape(self.input))} input"
             return fault((where,), "kernel_too_large", message)
         if self.target is not None and shape(self.target) != self.output_shape:
@@ -285,12 +251,12 @@ class Problem(BaseModel):
 
 
 class CorrelationResult(BaseModel):
-    output: list[list[float]]
+    output: list[list[float]] | Base64Array
     shape: tuple[int, int]
 
 
 class TrainingResult(BaseModel):
-    kernel: list[list[float]]
+    kernel: list[list[float]] | Base64Array
     bias: float | None
     loss: float
     loss_history: list[float]

@@ -1,5 +1,9 @@
 """Every kind of bad input gets a specific 4xx problem+json pointing at the fault, and queues nothing."""
 
+import base64
+import math
+import struct
+
 import orjson
 import pytest
 
@@ -18,6 +22,13 @@ def correlation(**changes):
 def training(**changes):
     body = {**GOOD_TRAINING, **changes}
     return {key: value for key, value in body.items() if value is not None}
+
+
+def packed(shape: list[int], data: str, dtype: str = "float32") -> dict:
+    return {"shape": shape, "dtype": dtype, "data": data}
+
+
+FOUR_FLOATS = base64.b64encode(struct.pack("<4f", 1, 2, 3, 4)).decode()
 
 
 def raw(text: str) -> bytes:
@@ -94,6 +105,49 @@ CASES = [
         422,
         ["/input/0/0"],
     ),
+    ("base64 array, not base64", CORRELATIONS, correlation(input=packed([1, 1], "!!!!")), JSON, 422, ["/input/data"]),
+    (
+        "base64 array, data and shape disagree",
+        CORRELATIONS,
+        correlation(input=packed([3, 3], FOUR_FLOATS)),
+        JSON,
+        422,
+        ["/input/data"],
+    ),
+    (
+        "base64 array, an infinite element",
+        CORRELATIONS,
+        correlation(input=packed([1, 1], base64.b64encode(struct.pack("<f", math.inf)).decode())),
+        JSON,
+        422,
+        ["/input/data"],
+    ),
+    (
+        "base64 array, float64 beyond float32",
+        CORRELATIONS,
+        correlation(input=packed([1, 1], base64.b64encode(struct.pack("<d", 1e39)).decode(), "float64")),
+        JSON,
+        422,
+        ["/input/data"],
+    ),
+    (
+        "base64 array, unknown dtype",
+        CORRELATIONS,
+        correlation(input=packed([2, 2], FOUR_FLOATS, "int8")),
+        JSON,
+        422,
+        ["/input/dtype"],
+    ),
+    ("base64 array, zero rows", CORRELATIONS, correlation(input=packed([0, 4], "")), JSON, 422, ["/input/shape/0"]),
+    (
+        "base64 array, unknown field",
+        CORRELATIONS,
+        correlation(input={**packed([2, 2], FOUR_FLOATS), "order": "F"}),
+        JSON,
+        422,
+        ["/input/order"],
+    ),
+    ("unknown result format", CORRELATIONS, correlation(result_format="csv"), JSON, 422, ["/result_format"]),
     ("kernel larger than input", CORRELATIONS, correlation(kernel=[[1] * 4]), JSON, 422, ["/kernel"]),
     (
         "kernel larger than padded input",

@@ -1,5 +1,6 @@
 """Jobs through the API and a real Celery worker: submit, wait for the worker's effect, read, follow, cancel."""
 
+import base64
 import math
 import time
 
@@ -69,6 +70,36 @@ def test_padding_stride_and_bias_agree_with_the_reference_loop(client):
     assert torch.allclose(torch.tensor(job["result"]["output"]), expected, atol=1e-5)
 
 
+def base64_array(matrix: torch.Tensor, dtype: str = "float32") -> dict:
+    data = matrix.numpy().astype("<f4" if dtype == "float32" else "<f8").tobytes()
+    return {"shape": list(matrix.shape), "dtype": dtype, "data": base64.b64encode(data).decode()}
+
+
+def from_base64(array: dict) -> torch.Tensor:
+    assert array["dtype"] == "float32"
+    return torch.frombuffer(bytearray(base64.b64decode(array["data"])), dtype=torch.float32).reshape(array["shape"])
+
+
+def test_base64_arrays_in_and_out_give_the_same_numbers_as_lists(client):
+    X = torch.randn((40, 30), generator=torch.Generator().manual_seed(5))
+    K = torch.randn((3, 3), generator=torch.Generator().manual_seed(6))
+    as_lists = correlate(client, {"input": X.tolist(), "kernel": K.tolist()})["result"]
+    packed = {"input": base64_array(X), "kernel": base64_array(K.double(), "float64"), "result_format": "base64"}
+    as_base64 = correlate(client, packed)["result"]
+    assert as_base64["shape"] == as_lists["shape"] == [38, 28]
+    output = from_base64(as_base64["output"])
+    assert output.shape == (38, 28) and torch.equal(output, torch.tensor(as_lists["output"]))
+    assert torch.allclose(output, corr2d_reference(X, K), atol=1e-5)
+
+
+def test_a_training_returns_its_kernel_in_base64_when_asked(client):
+    body = {"input": base64_array(torch.tensor(EDGE_IMAGE)), "target": EDGES, "kernel_size": [1, 2]}
+    job = train(client, {**body, "epochs": 20, "result_format": "base64"})
+    kernel = from_base64(job["result"]["kernel"])
+    assert kernel.shape == (1, 2) and torch.allclose(kernel, torch.tensor([[1.0, -1.0]]), atol=0.05)
+    assert len(job["result"]["loss_history"]) == 20
+
+
 def test_seed_learns_the_edge_kernel_through_the_api(client):
     job = train(client, {"input": EDGE_IMAGE, "target": EDGES, "kernel_size": [1, 2]})
     assert job["status"] == "succeeded", job
@@ -89,6 +120,21 @@ def test_seed_learns_the_edge_kernel_through_the_api(client):
     }
     tail = client.get(f"/v1/jobs/{job['id']}/loss?since=18").get_json()
     assert tail["losses"] == result["loss_history"][18:] and tail["since"] == 18
+
+
+def test_a_fast_training_writes_its_losses_in_batches_not_a_round_trip_per_epoch(client, redis_server):
+    redis = redis_server.client()
+
+    def script_calls() -> int:
+        return redis.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+
+    before = script_calls()
+    job = train(client, {"input": EDGE_IMAGE, "target": EDGES, "kernel_size": [1, 2], "epochs": 3000, "lr": 0.001})
+    calls = script_calls() - before
+    assert job["status"] == "succeeded" and len(job["result"]["loss_history"]) == 3000
+    page = client.get(f"/v1/jobs/{job['id']}/loss").get_json()
+    assert page["epochs_done"] == 3000 and page["losses"] == job["result"]["loss_history"]
+    assert calls < 60, f"{calls} job-store scripts ran for 3000 epochs"  # one per epoch would be 3000
 
 
 def test_training_from_a_target_kernel_with_bias_and_equal_seeds_agree(client):
