@@ -157,10 +157,12 @@ def build(settings: Settings) -> dict:
                     "responses": {"200": _json("Job", "The job", _JOB_HEADERS), **_problems(401, 404, 414, 503)},
                 },
                 "delete": {
-                    "summary": "Cancel: a queued job never runs; a running training stops within an epoch",
+                    "summary": "Cancel: a queued job never runs; a running training stops within an epoch (or 0.1 s)",
                     "responses": {
                         "200": _json("Job", "Cancelled, or already finished (unchanged)", _JOB_HEADERS),
-                        "202": _json("Job", "Running: it will stop within one epoch", _JOB_HEADERS),
+                        "202": _json(
+                            "Job", "Running: it will stop within one epoch or 0.1 s, whichever is longer", _JOB_HEADERS
+                        ),
                         **_problems(401, 404, 414, 503),
                     },
                 },

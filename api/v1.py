@@ -14,7 +14,7 @@ from api.problems import ProblemError, invalid
 from api.responses import json_response
 from api.runtime import runtime
 from shared import logs
-from shared.jobstore import IdempotencyConflict
+from shared.jobstore import IdempotencyConflict, QueueFull
 from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
 from shared.taskqueue import TASK_FOR_KIND
 
@@ -83,7 +83,7 @@ def job_events(job_id: str) -> Response:
 
 @bp.delete("/jobs/<job_id>")
 def cancel_job(job_id: str) -> Response:
-    """Cancel a job: a queued one never runs, a running one stops within an epoch, a finished one is unchanged."""
+    """Cancel: a queued job never runs, a running one stops within an epoch (or 0.1 s), a finished one is unchanged."""
     store = runtime().store
     parsed = _parse_id(job_id)
     _existing(job_id, store.cancel(parsed, g.caller))
@@ -95,14 +95,14 @@ def _submit(kind: JobKind, job_request: BaseModel, epochs: int | None = None) ->
     """Store the job and its request, queue a message that carries only the job id, and maybe wait for it."""
     rt = runtime()
     key, wait = _idempotency_key(), _preferred_wait(rt.settings.max_wait_seconds)
-    if rt.store.queue_length(rt.queue.conf.task_default_queue) >= rt.settings.max_queue_length:
+    request_json = job_request.model_dump_json().encode()
+    queue = (rt.queue.conf.task_default_queue, rt.settings.max_queue_length)
+    try:
+        job, created = rt.store.create(kind, request_json, g.caller, epochs, logs.request_id.get(), key, queue)
+    except QueueFull:
         detail = f"the queue holds {rt.settings.max_queue_length} jobs or more (MAX_QUEUE_LENGTH); retry later"
         problem = Problem(type="/problems/queue-full", title="Too Many Requests", status=429, detail=detail)
-        raise ProblemError(problem, {"Retry-After": str(RETRY_WHEN_FULL_SECONDS)})
-    try:
-        job, created = rt.store.create(
-            kind, job_request.model_dump_json().encode(), g.caller, epochs, logs.request_id.get(), key
-        )
+        raise ProblemError(problem, {"Retry-After": str(RETRY_WHEN_FULL_SECONDS)}) from None
     except IdempotencyConflict as conflict:
         detail = f"Idempotency-Key {key!r} was used for a different request (job {conflict}); use a new key"
         raise invalid(
@@ -115,7 +115,7 @@ def _submit(kind: JobKind, job_request: BaseModel, epochs: int | None = None) ->
         headers["Idempotent-Replayed"] = "true"
     if wait is not None:
         headers["Preference-Applied"] = f"wait={wait}"
-        if rt.store.wait_until_finished(job["id"], wait):
+        if rt.store.wait_until_finished(job["id"], wait, fresh=created):
             job = rt.store.get(job["id"], g.caller)
     return _job_response(job, status=200 if job["status"] in FINISHED else 202, headers=headers)
 

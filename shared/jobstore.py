@@ -133,6 +133,10 @@ class AttemptsExhausted(Exception):
     """A job was started more times than allowed: its worker died on every attempt."""
 
 
+class QueueFull(Exception):
+    """The queue holds as many messages as it may: the job was not created."""
+
+
 class IdempotencyConflict(Exception):
     """An idempotency key was reused with a different request."""
 
@@ -152,7 +156,7 @@ class JobStore:
         self._create = redis.register_script(scripts.CREATE)
         self._discard = redis.register_script(scripts.DISCARD)
         self._start = redis.register_script(scripts.START)
-        self._record_epoch = redis.register_script(scripts.RECORD_EPOCH)
+        self._record_epochs = redis.register_script(scripts.RECORD_EPOCHS)
         self._finish = redis.register_script(scripts.FINISH)
         self._cancel = redis.register_script(scripts.CANCEL)
 
@@ -185,28 +189,36 @@ class JobStore:
         epochs: int | None = None,
         request_id: str | None = None,
         idempotency_key: str | None = None,
+        queue: tuple[str, int] | None = None,
     ) -> tuple[dict, bool]:
         """Store a new queued job and its request; return the job as the API shows it, and whether it is new.
 
+        `queue` is the Celery queue's name and capacity: raise QueueFull, creating nothing, when it is full.
         With an idempotency key already used by this owner, return that job instead (not new); raise
-        IdempotencyConflict if it was used for a different request.
+        IdempotencyConflict if it was used for a different request. Two round trips: the request, then the job.
         """
         job_id = str(uuid.uuid4())
-        request_hash = hashlib.sha256(request_json).hexdigest()
+        # Only a repeated idempotency key compares requests: no hashing of big bodies without one.
+        request_hash = hashlib.sha256(request_json).hexdigest() if idempotency_key else ""
         record = {"id": job_id, "kind": kind, "status": "queued", "created_at": _now(), "attempts": 0, "owner": owner}
         if epochs is not None:
             record["epochs"] = epochs
         if request_id is not None:
             record["request_id"] = request_id
         idempotency = f"{_IDEMPOTENCY_PREFIX}{owner}:{idempotency_key}" if idempotency_key else ""
-        keys = [*_keys(job_id), _index_key(owner), idempotency, _SEQUENCE_KEY]
+        queue_name, capacity = queue or ("", 2**53)  # no queue: unlimited
+        keys = [*_keys(job_id), _index_key(owner), idempotency, _SEQUENCE_KEY, queue_name]
         fields = [item for pair in record.items() for item in pair]
-        created, found_id, *found_hash = self._create(
-            keys=keys, args=[self.ttl, job_id, request_json, request_hash, *fields]
-        )
-        if not created and found_hash[0].decode() != request_hash:
-            raise IdempotencyConflict(found_id.decode())
-        return self.get(found_id.decode(), owner), bool(created)
+        self.redis.set(keys[1], request_json, ex=self.ttl)  # outside the script: see jobstore_scripts
+        created, *found = self._create(keys=keys, args=[self.ttl, job_id, request_hash, capacity, *fields])
+        if created < 0:
+            raise QueueFull(queue_name)
+        if created:
+            record["expires_at_ms"] = found[1].decode()
+            return self._view({name: str(value) for name, value in record.items()}, None, 0, None), True
+        if found[1].decode() != request_hash:
+            raise IdempotencyConflict(found[0].decode())
+        return self.get(found[0].decode(), owner), False
 
     def discard(self, job_id: str, owner: str) -> None:
         """Remove a job that could not be queued, as if it had never been submitted."""
@@ -290,13 +302,18 @@ class JobStore:
         reply = self.blocking.xread({events_key: after}, count=1000, block=max(1, int(block_seconds * 1000)))
         return [_event(entry_id, fields) for _, entries in reply for entry_id, fields in entries]
 
-    def wait_until_finished(self, job_id: str, timeout: float) -> bool:
-        """Block (on the job's event stream, not by polling) until the job has finished or `timeout` passed."""
+    def wait_until_finished(self, job_id: str, timeout: float, *, fresh: bool = False) -> bool:
+        """Block (on the job's event stream, not by polling) until the job has finished or `timeout` passed.
+
+        A `fresh` job, created just now, has no events to skip: its stream is read from the start.
+        """
         deadline = time.monotonic() + timeout
-        last = self.redis.xrevrange(_keys(job_id)[4], count=1)
-        after = last[0][0].decode() if last else "0-0"
-        if last and _event(*last[0]).type == "status":
-            return True
+        after = "0-0"
+        if not fresh:
+            last = self.redis.xrevrange(_keys(job_id)[4], count=1)
+            if last and _event(*last[0]).type == "status":
+                return True
+            after = last[0][0].decode() if last else after
         while (remaining := deadline - time.monotonic()) > 0:
             for event in self.events(job_id, after, min(remaining, STREAM_BLOCK_SECONDS)):
                 if event.type == "status":
@@ -322,7 +339,8 @@ class JobStore:
 
         Raises AttemptsExhausted, after failing the job, when this would be one attempt too many.
         """
-        number, payload, *request_id = self._start(keys=_keys(job_id), args=[self.ttl, _now(), self.max_attempts])
+        keys = _keys(job_id)
+        number, request_id = self._start(keys=keys, args=[self.ttl, _now(), self.max_attempts])
         if number < 0:
             detail = (
                 f"the job was started {-number - 1} times and its worker died each time "
@@ -331,12 +349,16 @@ class JobStore:
             problem = Problem(type="/problems/worker-lost", title="Worker lost", status=500, detail=detail)
             self.fail(job_id, None, problem)
             raise AttemptsExhausted(detail)
-        return Attempt(job_id, number, payload, request_id[0].decode() or None) if number > 0 else None
+        payload = self.redis.get(keys[1]) if number > 0 else None
+        return Attempt(job_id, number, payload, request_id.decode() or None) if payload is not None else None
 
-    def record_epoch(self, attempt: Attempt, epoch: int, loss: float) -> bool:
-        """Record epoch `epoch`'s loss once, whatever the redeliveries; return False if the run should stop."""
-        args = [self.ttl, attempt.number, epoch, repr(loss)]
-        return bool(self._record_epoch(keys=_keys(attempt.job_id), args=args))
+    def record_epochs(self, attempt: Attempt, first_epoch: int, losses: list[float]) -> bool:
+        """Record the losses of epochs first_epoch, first_epoch + 1, ... once, whatever the redeliveries.
+
+        Return False if the run should stop (cancelled, or superseded by a later attempt).
+        """
+        args = [self.ttl, attempt.number, first_epoch, *map(repr, losses)]
+        return bool(self._record_epochs(keys=_keys(attempt.job_id), args=args))
 
     def succeed(self, attempt: Attempt, result_json: bytes, run_seconds: float | None = None) -> str | None:
         """Finish the job with its result, or as cancelled if that was asked; None if not this attempt's to finish."""
@@ -360,8 +382,11 @@ class JobStore:
         error: bytes = b"",
     ) -> str | None:
         timing = ["", ""] if run_seconds is None else [repr(run_seconds), run_time_bucket(run_seconds)]
-        args = [self.ttl, "" if number is None else number, _now(), status, result, error, *timing]
-        final = self._finish(keys=_keys(job_id), args=args)
+        attempt = "" if number is None else number
+        pending = f"{_PREFIX}{job_id}:result:{attempt}"  # this attempt's result, until FINISH accepts it
+        if result:
+            self.redis.set(pending, result, ex=self.ttl)  # outside the script: see jobstore_scripts
+        final = self._finish(keys=[*_keys(job_id), pending], args=[self.ttl, attempt, _now(), status, error, *timing])
         return final.decode() if final else None
 
     # --- the job as the API shows it -------------------------------------------------------

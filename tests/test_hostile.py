@@ -101,7 +101,7 @@ def test_records_results_and_histories_expire_on_schedule_then_404(redis_server,
     store = JobStore(redis_server.client(), ttl_seconds=1)
     job_id = store.create("kernel_training", b'{"input": [[1.0]]}', "anonymous", epochs=1)[0]["id"]
     attempt = store.start(job_id)
-    store.record_epoch(attempt, 1, 0.25)
+    store.record_epochs(attempt, 1, [0.25])
     store.succeed(attempt, b'{"kernel": [[1.0]]}')
     redis = redis_server.client()
     keys = list(redis.scan_iter(f"convq:job:{job_id}*"))

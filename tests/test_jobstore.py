@@ -21,7 +21,7 @@ def test_a_new_job_is_queued_with_its_request_and_expires(store, redis_server):
     assert store.get(job["id"]) == job
     attempt = store.start(job["id"])
     assert attempt.number == 1 and attempt.request == REQUEST
-    store.record_epoch(attempt, 1, 0.5)
+    store.record_epochs(attempt, 1, [0.5])
     redis = redis_server.client()
     for key in redis.scan_iter(f"convq:job:{job['id']}*"):
         assert 0 < redis.ttl(key) <= 60
@@ -30,11 +30,11 @@ def test_a_new_job_is_queued_with_its_request_and_expires(store, redis_server):
 def test_a_redelivered_run_records_each_epoch_once_and_supersedes_the_first(store):
     job_id = store.create("kernel_training", REQUEST, OWNER, epochs=5)[0]["id"]
     first = store.start(job_id)
-    assert all(store.record_epoch(first, epoch, 10.0 / epoch) for epoch in (1, 2, 3))
+    assert store.record_epochs(first, 1, [10.0, 5.0]) and store.record_epochs(first, 3, [10.0 / 3])
     second = store.start(job_id)  # the message was redelivered: the first run may still be alive
     assert second.number == 2
-    assert all(store.record_epoch(second, epoch, 10.0 / epoch) for epoch in (1, 2, 3, 4, 5))
-    assert not store.record_epoch(first, 4, 99.0)  # the first run is told to stop, and writes nothing
+    assert store.record_epochs(second, 1, [10.0, 5.0]) and store.record_epochs(second, 3, [10.0 / 3, 2.5, 2.0])
+    assert not store.record_epochs(first, 4, [99.0])  # the first run is told to stop, and writes nothing
     assert store.succeed(first, b'{"stale": true}') is None
     assert store.succeed(second, b'{"fresh": true}') == "succeeded"
     page = store.losses(job_id, since=0)
@@ -68,9 +68,9 @@ def test_cancel_stops_a_queued_job_at_once_and_a_running_one_at_its_next_epoch(s
 
     running = store.create("kernel_training", REQUEST, OWNER, epochs=3)[0]["id"]
     attempt = store.start(running)
-    assert store.record_epoch(attempt, 1, 1.0)
+    assert store.record_epochs(attempt, 1, [1.0])
     assert store.cancel(running) == "running"
-    assert not store.record_epoch(attempt, 2, 0.5)
+    assert not store.record_epochs(attempt, 2, [0.5])
     assert store.succeed(attempt, b"{}") == "cancelled"
     assert store.get(running)["result"] is None
     assert store.cancel(running) == "cancelled"

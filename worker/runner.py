@@ -23,6 +23,7 @@ from shared.jobstore import Attempt, AttemptsExhausted, JobStore
 from shared.schemas import Problem
 from shared.settings import get_settings
 from worker.compute import OutputNotFinite
+from worker.progress import EpochRecorder
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,9 @@ def _run(store: JobStore, attempt: Attempt, request: BaseModel, compute: Compute
     job_id = attempt.job_id
     started = time.monotonic()
     try:
-        result = compute(request, device(), lambda epoch, loss: not store.record_epoch(attempt, epoch, loss))
+        recorder = EpochRecorder(store, attempt)
+        result = compute(request, device(), recorder)
+        recorder.flush()  # the last losses, before the result that they lead to
     except RedisUnavailable:
         raise
     except TrainingDiverged as error:
