@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run demo test lint clean
+.PHONY: run demo test bench lint clean
 
 run: $(VENV)/.local  ## set up and start Redis, a worker and the API on http://$HOST:$PORT (127.0.0.1:8000)
 	bin/run
@@ -14,6 +14,9 @@ demo: $(VENV)/.local  ## walk through the seed example against the running stack
 
 test: $(VENV)/.test  ## set up and run the whole test suite
 	python -m pytest
+
+bench: $(VENV)/.test  ## measure convq against its baselines side by side (docs/PERFORMANCE.md)
+	python -m bench
 
 lint: $(VENV)/.test  ## format and lint the code
 	ruff format .

@@ -1,0 +1,293 @@
+"""`make bench`: convq and its baselines measured side by side in one run; a table, then one line per comparison.
+
+Each comparison line reads `<name>: <ratio>x (<convq figure> vs <baseline figure>)`; the ratio is
+baseline / convq for times and convq / baseline for throughputs, so higher is better. Figures are
+medians of several repetitions, convq and baseline interleaved so that both see the same machine.
+docs/PERFORMANCE.md explains each comparison and what limits it.
+"""
+
+import argparse
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+import pybase64
+import requests
+import torch
+
+from bench import stacks
+from services import corr2d, corr2d_reference, learn_kernel
+from shared.arrays import to_base64
+
+TINY = {"input": np.arange(64, dtype=np.float32).reshape(8, 8).tolist(), "kernel": [[1.0, 0.0, -1.0]] * 3}
+WAIT = {"Prefer": "wait=60"}
+
+
+@dataclass
+class Comparison:
+    name: str
+    convq: float
+    baseline: float
+    unit: str  # "s" for times (lower is better), anything else is a throughput
+    target: float
+
+    @property
+    def ratio(self) -> float:
+        return self.baseline / self.convq if self.unit == "s" else self.convq / self.baseline
+
+    def figure(self, value: float) -> str:
+        if self.unit != "s":
+            return f"{value:,.0f} {self.unit}"
+        return f"{value * 1000:,.3g} ms" if value < 10 else f"{value:,.1f} s"
+
+    def line(self) -> str:
+        return f"{self.name}: {self.ratio:.2f}x ({self.figure(self.convq)} vs {self.figure(self.baseline)})"
+
+
+def median_time(work: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        work()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def side_by_side(convq: Callable[[], float], baseline: Callable[[], float], rounds: int) -> tuple[float, float]:
+    """Medians of `rounds` measurements of each, taken alternately."""
+    ours, theirs = [], []
+    for _ in range(rounds):
+        ours.append(convq())
+        theirs.append(baseline())
+    return statistics.median(ours), statistics.median(theirs)
+
+
+# --- the core, in process ----------------------------------------------------------------------
+
+
+def core(scale: int) -> list[Comparison]:
+    generator = torch.Generator().manual_seed(0)
+    X256, K3 = torch.randn((256, 256), generator=generator), torch.randn((3, 3), generator=generator)
+    X1024, K11 = torch.randn((1024, 1024), generator=generator), torch.randn((11, 11), generator=generator)
+
+    def conv2d(X, K):
+        return lambda: torch.nn.functional.conv2d(X[None, None], K[None, None])
+
+    comparisons = [
+        Comparison(
+            "core_vs_seed_256",
+            median_time(lambda: corr2d(X256, K3), 50 * scale),
+            median_time(lambda: corr2d_reference(X256, K3), max(1, scale), warmup=0),
+            "s",
+            1000,
+        )
+    ]
+    for name, K, target in (("core_vs_conv2d_1024_k3", K3, 10), ("core_vs_conv2d_1024_k11", K11, 2)):
+        ours, theirs = side_by_side(
+            lambda K=K: median_time(lambda: corr2d(X1024, K), 10 * scale),
+            lambda K=K: median_time(conv2d(X1024, K), 10 * scale),
+            3,
+        )
+        comparisons.append(Comparison(name, ours, theirs, "s", target))
+    comparisons.append(train_epoch(scale))
+    return comparisons
+
+
+def seed_training(X: torch.Tensor, Y: torch.Tensor, lr: float, epochs: int) -> None:
+    """The seed's method: nn.Conv2d with autograd, summed squared error, plain gradient descent."""
+    conv = torch.nn.Conv2d(1, 1, kernel_size=(3, 3), bias=False)
+    X4, Y4 = X[None, None], Y[None, None]
+    for _ in range(epochs):
+        loss = ((conv(X4) - Y4) ** 2).sum()
+        conv.zero_grad()
+        loss.backward()
+        conv.weight.data[:] -= lr * conv.weight.grad
+
+
+def train_epoch(scale: int, epochs: int = 20) -> Comparison:
+    generator = torch.Generator().manual_seed(1)
+    X = torch.rand((512, 512), generator=generator)
+    Y = corr2d(X, torch.randn((3, 3), generator=generator))
+    ours, theirs = side_by_side(
+        lambda: median_time(lambda: learn_kernel(X, Y, (3, 3), lr=1e-6, epochs=epochs), scale) / epochs,
+        lambda: median_time(lambda: seed_training(X, Y, 1e-6, epochs), scale) / epochs,
+        3,
+    )
+    return Comparison("train_epoch_vs_nn_conv2d_512", ours, theirs, "s", 2)
+
+
+# --- the whole stack -----------------------------------------------------------------------------
+
+
+def throughput(one_job: Callable[[requests.Session], None], clients: int, seconds: float) -> float:
+    """Jobs per second that `clients` threads complete, each looping `one_job`, for `seconds`."""
+    done = [0] * clients
+    deadline = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        with requests.Session() as http:
+            while time.monotonic() < deadline:
+                one_job(http)
+                done[index] += 1
+
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(done) / (time.monotonic() - started)
+
+
+def convq_tiny(url: str) -> Callable[[requests.Session], None]:
+    def one_job(http: requests.Session) -> None:
+        response = http.post(f"{url}/v1/correlations", json=TINY, headers=WAIT, timeout=60)
+        assert response.status_code == 200 and response.json()["status"] == "succeeded", response.text
+
+    return one_job
+
+
+def bare_tiny(url: str, poll_seconds: float = 0.002) -> Callable[[requests.Session], None]:
+    def one_job(http: requests.Session) -> None:
+        task_id = http.post(f"{url}/correlations", json=TINY, timeout=60).json()["id"]
+        while (reply := http.get(f"{url}/correlations/{task_id}", timeout=60).json())["status"] != "SUCCESS":
+            assert reply["status"] in ("PENDING", "STARTED"), reply
+            time.sleep(poll_seconds)
+
+    return one_job
+
+
+def latency_p50(one: Callable[[], object], jobs: int) -> float:
+    return median_time(one, jobs, warmup=5)
+
+
+def big_correlation(url: str, scale: int, form: str) -> Comparison:
+    """A 1024 x 1024 correlation through the stack vs decode + compute + encode in one process (same codecs)."""
+    generator = torch.Generator().manual_seed(2)
+    X, K = torch.randn((1024, 1024), generator=generator), torch.randn((3, 3), generator=generator)
+    if form == "json":
+        body = orjson.dumps({"input": X.numpy(), "kernel": K.numpy()}, option=orjson.OPT_SERIALIZE_NUMPY)
+    else:
+        body = orjson.dumps({"input": to_base64(X.numpy()), "kernel": K.tolist(), "result_format": "base64"})
+
+    def in_process() -> bytes:
+        request = orjson.loads(body)
+        if form == "json":
+            X = np.array(request["input"], dtype=np.float32)
+        else:
+            packed = request["input"]
+            X = np.frombuffer(pybase64.b64decode_as_bytearray(packed["data"]), "<f4").reshape(packed["shape"])
+        output = corr2d(torch.from_numpy(X), torch.tensor(request["kernel"])).contiguous().numpy()
+        if form == "json":
+            return orjson.dumps({"output": output, "shape": list(output.shape)}, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps({"output": to_base64(output), "shape": list(output.shape)})
+
+    def through_stack() -> None:
+        headers = {**WAIT, "Content-Type": "application/json"}
+        response = requests.post(f"{url}/v1/correlations", data=body, headers=headers, timeout=120)
+        assert response.status_code == 200, response.text[:500]
+
+    with torch_threads(stacks.WORKER_THREADS):
+        ours, theirs = side_by_side(
+            lambda: median_time(through_stack, 2 * scale), lambda: median_time(in_process, 2 * scale), 3
+        )
+    target = 0.5 if form == "json" else 0.7
+    return Comparison(f"e2e_1024_{form}_vs_inprocess", ours, theirs, "s", target)
+
+
+def training_overhead(url: str, scale: int, epochs: int = 200) -> Comparison:
+    """A 512 x 512, 3 x 3, 200-epoch training through the stack vs the same core looped in process."""
+    generator = torch.Generator().manual_seed(3)
+    X, K = torch.rand((512, 512), generator=generator), torch.randn((3, 3), generator=generator)
+    body = {"input": to_base64(X.numpy()), "target_kernel": K.tolist(), "epochs": epochs, "lr": 1e-6}
+
+    def through_stack() -> None:
+        response = requests.post(f"{url}/v1/kernel-trainings", json=body, headers=WAIT, timeout=120)
+        job = response.json()
+        assert job["status"] == "succeeded" and len(job["result"]["loss_history"]) == epochs, response.text[:500]
+
+    def in_process() -> None:
+        learn_kernel(X, corr2d(X, K), (3, 3), lr=1e-6, epochs=epochs)
+
+    with torch_threads(stacks.WORKER_THREADS):
+        ours, theirs = side_by_side(
+            lambda: median_time(through_stack, scale), lambda: median_time(in_process, scale), 3
+        )
+    return Comparison("train_service_overhead_512", ours, theirs, "s", 0.9)
+
+
+class torch_threads:
+    """Run a block with torch using as many threads as a worker process does, for like-for-like timings."""
+
+    def __init__(self, threads: int):
+        self.threads, self.before = threads, torch.get_num_threads()
+
+    def __enter__(self) -> None:
+        torch.set_num_threads(self.threads)
+
+    def __exit__(self, *_) -> None:
+        torch.set_num_threads(self.before)
+
+
+def stack(scale: int, clients: int) -> tuple[list[Comparison], dict[str, float]]:
+    with stacks.Stacks() as running:
+        bare_celery = stacks.bare_celery(running.bare_redis_url)
+        ours, theirs = side_by_side(
+            lambda: throughput(convq_tiny(running.convq_url), clients, 3.0 * scale),
+            lambda: throughput(bare_tiny(running.bare_url), clients, 3.0 * scale),
+            3,
+        )
+        comparisons = [Comparison("e2e_tiny_throughput_vs_bare", ours, theirs, "jobs/s", 1.0)]
+        with requests.Session() as http:
+            one = convq_tiny(running.convq_url)
+            ours, theirs = side_by_side(
+                lambda: latency_p50(lambda: one(http), 100 * scale),
+                lambda: latency_p50(
+                    lambda: bare_celery.delay(TINY["input"], TINY["kernel"]).get(timeout=60), 100 * scale
+                ),
+                3,
+            )
+        comparisons.append(Comparison("e2e_tiny_latency_vs_bare_celery", ours, theirs, "s", 0.5))
+        comparisons.append(big_correlation(running.convq_url, scale, "base64"))
+        comparisons.append(training_overhead(running.convq_url, scale))
+        peaks = {f"{role} (no nested-list 1024 x 1024 bodies)": mb for role, mb in running.peak_rss_mb().items()}
+        comparisons.insert(2, big_correlation(running.convq_url, scale, "json"))
+        peaks |= {f"{role} (all)": mb for role, mb in running.peak_rss_mb().items()}
+        return comparisons, peaks
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=int, default=1, help="multiply repetitions and durations (default 1)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients for the throughput test")
+    parser.add_argument("--only", choices=("core", "stack"), help="run one half")
+    args = parser.parse_args()
+    print(f"convq benchmark: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    comparisons, peaks = [], {}
+    if args.only != "stack":
+        comparisons += core(args.scale)
+    if args.only != "core":
+        measured, peaks = stack(args.scale, args.clients)
+        comparisons += measured
+    print(f"\n{'comparison':34s} {'convq':>14s} {'baseline':>14s} {'ratio':>8s} {'target':>8s}")
+    for c in comparisons:
+        met = "" if c.ratio >= c.target else "  (below target)"
+        print(
+            f"{c.name:34s} {c.figure(c.convq):>14s} {c.figure(c.baseline):>14s} {c.ratio:7.2f}x {c.target:7.2f}x{met}"
+        )
+    for role, megabytes in peaks.items():
+        print(f"peak RSS of one {role} process: {megabytes:.0f} MB")
+    print()
+    for c in comparisons:
+        print(c.line())
+
+
+if __name__ == "__main__":
+    main()

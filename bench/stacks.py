@@ -1,0 +1,133 @@
+"""The processes the benchmark measures: one Redis, convq (bin/api, bin/worker) and the bare baseline beside it.
+
+Both services get the same machine, the same Redis (different databases),
+two worker processes each and gunicorn with the same workers and threads.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import requests
+from celery import Celery
+
+REPO = Path(__file__).resolve().parents[1]
+WORKER_PROCESSES = 2
+# Each worker process gets its share of the cores (worker/celery_app.py); in-process baselines use as many threads.
+WORKER_THREADS = max(1, (os.cpu_count() or 1) // WORKER_PROCESSES)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bare_celery(redis_url: str) -> Celery:
+    """The baseline's Celery app, as a client: `delay().get()` round trips."""
+    os.environ["BENCH_REDIS_URL"] = redis_url
+    from bench import bare
+
+    return bare.correlate
+
+
+class Stacks:
+    """Start Redis, convq and the baseline on loopback; stop every process on exit; watch their memory."""
+
+    def __init__(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="convq-bench-"))
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.peaks: dict[str, float] = {}
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch_memory, daemon=True)
+        redis_port, convq_port, bare_port = free_port(), free_port(), free_port()
+        self.convq_url, self.bare_url = f"http://127.0.0.1:{convq_port}", f"http://127.0.0.1:{bare_port}"
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        self.bare_redis_url = f"redis://127.0.0.1:{redis_port}/1"
+        bin_dir = Path(sys.executable).parent
+        self.env = os.environ | {
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "REDIS_PORT": str(redis_port),
+            "REDIS_DIR": str(self.folder / "redis"),
+            "REDIS_URL": self.redis_url,
+            "PORT": str(convq_port),
+            "LOG_LEVEL": "WARNING",
+            "WORKER_CONCURRENCY": str(WORKER_PROCESSES),
+            "SUBMIT_RATE_LIMIT": "1000000/minute",
+            "BENCH_REDIS_URL": self.bare_redis_url,
+        }
+
+    def __enter__(self) -> "Stacks":
+        try:
+            self._start("redis", ["bin/embedded-redis"])
+            self._start("convq api", ["bin/api"])
+            self._start("convq worker", ["bin/worker"])
+            gunicorn = ["gunicorn", "--workers", "2", "--worker-class", "gthread", "--threads", "64"]
+            self._start("bare api", [*gunicorn, "--bind", self.bare_url.removeprefix("http://"), "bench.bare:api"])
+            bare_worker = ["celery", "--app", "bench.bare", "worker", "--concurrency", str(WORKER_PROCESSES)]
+            self._start("bare worker", [*bare_worker, "--queues", "bare", "--loglevel", "WARNING"], OMP_NUM_THREADS="1")
+            self._wait_until_ready()
+            self._watcher.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stopping.set()
+        for process in reversed(self.processes.values()):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _start(self, name: str, command: list[str], **env: str) -> None:
+        log = open(self.folder / f"{name.replace(' ', '-')}.log", "wb")  # noqa: SIM115 (closed with the process)
+        self.processes[name] = subprocess.Popen(command, cwd=REPO, env=self.env | env, stdout=log, stderr=log)
+
+    def _wait_until_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        checks = {
+            "convq": lambda: requests.get(f"{self.convq_url}/readyz", timeout=2).status_code == 200,
+            "bare": lambda: bare_celery(self.bare_redis_url).delay([[1.0]], [[1.0]]).get(timeout=2) == [[1.0]],
+        }
+        while checks and time.monotonic() < deadline:
+            for name, check in list(checks.items()):
+                try:
+                    if check():
+                        del checks[name]
+                except Exception:  # not up yet: connection refused, timeout
+                    time.sleep(0.2)
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}; see {self.folder}")
+        if checks:
+            raise TimeoutError(f"not ready after {timeout} s: {', '.join(checks)}")
+
+    def _watch_memory(self) -> None:
+        """Note the largest resident memory of any one api and any one worker process of convq, 10 times a second."""
+        while not self._stopping.wait(0.1):
+            for role in ("convq api", "convq worker"):
+                parent = psutil.Process(self.processes[role].pid)
+                for process in [parent, *parent.children(recursive=True)]:
+                    try:
+                        megabytes = process.memory_info().rss / 2**20
+                    except psutil.NoSuchProcess:
+                        continue
+                    self.peaks[role] = max(self.peaks.get(role, 0.0), megabytes)
+
+    def peak_rss_mb(self) -> dict[str, float]:
+        return dict(self.peaks)
