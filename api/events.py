@@ -14,7 +14,8 @@ import orjson
 
 from shared.jobstore import JobStore
 
-EVENT_ID = re.compile(r"\d{1,20}(-\d{1,20})?")  # as Redis stream ids: "12" means "12-0"
+# A Redis stream id ("12" means "12-0"); 19 digits keep each part within the 64 bits Redis accepts.
+EVENT_ID = re.compile(r"\d{1,19}(-\d{1,19})?")
 KEEPALIVE_SECONDS = 15
 # Pause between reads while events flow: a fast training's events go out in batches, at most ~20 writes a second.
 READ_INTERVAL_SECONDS = 0.05

@@ -6,6 +6,7 @@ module only lays the routes, parameters, headers and responses around it.
 
 from pydantic.json_schema import models_json_schema
 
+from api.events import EVENT_ID
 from shared.schemas import (
     JOB_STATUSES,
     CorrelationRequest,
@@ -189,7 +190,7 @@ def build(settings: Settings) -> dict:
                     "parameters": [
                         _header_parameter(
                             "Last-Event-ID",
-                            {"type": "string", "pattern": r"^\d{1,20}(-\d{1,20})?$"},
+                            {"type": "string", "pattern": f"^{EVENT_ID.pattern}$"},
                             "resume after this event",
                         )
                     ],

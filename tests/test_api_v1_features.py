@@ -191,6 +191,14 @@ def test_an_event_stream_closes_after_its_lifetime_and_the_client_resumes(settin
     client.delete(f"/v1/jobs/{job['id']}")
 
 
+@pytest.mark.parametrize("last_id", ["abc", "1-2-3", "20000000000000000000", "1-18446744073709551616"])
+def test_a_last_event_id_that_redis_would_refuse_is_a_400(client, last_id):
+    job = client.post("/v1/correlations", json={"input": X_3X3, "kernel": K_2X2}).get_json()
+    response = client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": last_id})
+    assert response.status_code == 400 and response.mimetype == "application/problem+json"
+    assert response.get_json()["errors"][0]["loc"] == "/Last-Event-ID"
+
+
 def test_a_quiet_stream_sends_keep_alives(private_redis):
     client = create_app(Settings(redis_url=private_redis.url, max_stream_seconds=1)).test_client()
     job = client.post("/v1/correlations", json=TINY).get_json()  # no worker here: it stays queued, silent

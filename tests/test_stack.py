@@ -35,7 +35,7 @@ class Stack:
             "REDIS_DIR": str(workdir / "redis"),
             # Short waits and streams, so the fuzzer's Prefer: wait and /events calls end quickly.
             "MAX_WAIT_SECONDS": "2",
-            "MAX_STREAM_SECONDS": "10",
+            "MAX_STREAM_SECONDS": "3",
             # The load test submits 2,000 jobs from one address; rate limits are tested on their own.
             "SUBMIT_RATE_LIMIT": "100000/minute",
             "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
@@ -244,7 +244,14 @@ def test_twenty_open_streams_do_not_starve_other_requests(stack):
 def test_schemathesis_finds_nothing_in_the_api_it_describes(stack):
     """Fuzz every operation from /openapi.json: all default checks, positive and negative data (schemathesis.toml)."""
     command = [Path(sys.executable).parent / "schemathesis", "run", f"{stack.url}/openapi.json"]
-    command += ["--max-examples", os.environ.get("FUZZ_EXAMPLES", "25"), "--seed", "7", "--workers", "2"]
+    command += [
+        "--max-examples",
+        os.environ.get("FUZZ_EXAMPLES", "25"),
+        "--seed",
+        "7",
+        "--workers",
+        "1",
+    ]  # 2 threads tripped a CPython 3.11 ast bug in hypothesis
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     summary = [line for line in run.stdout.splitlines() if "generated" in line]
     print("\n" + "\n".join(summary))
