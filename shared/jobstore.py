@@ -133,6 +133,11 @@ class AttemptsExhausted(Exception):
     """A job was started more times than allowed: its worker died on every attempt."""
 
 
+# Requests and results up to this size go through the job scripts (one round trip); bigger ones by SET and GET,
+# as Lua copies cost ~2 ms per MB (jobstore_scripts).
+INLINE_BYTES = 64 * 1024
+
+
 class QueueFull(Exception):
     """The queue holds as many messages as it may: the job was not created."""
 
@@ -195,7 +200,7 @@ class JobStore:
 
         `queue` is the Celery queue's name and capacity: raise QueueFull, creating nothing, when it is full.
         With an idempotency key already used by this owner, return that job instead (not new); raise
-        IdempotencyConflict if it was used for a different request. Two round trips: the request, then the job.
+        IdempotencyConflict if it was used for a different request.
         """
         job_id = str(uuid.uuid4())
         # Only a repeated idempotency key compares requests: no hashing of big bodies without one.
@@ -209,8 +214,8 @@ class JobStore:
         queue_name, capacity = queue or ("", 2**53)  # no queue: unlimited
         keys = [*_keys(job_id), _index_key(owner), idempotency, _SEQUENCE_KEY, queue_name]
         fields = [item for pair in record.items() for item in pair]
-        self.redis.set(keys[1], request_json, ex=self.ttl)  # outside the script: see jobstore_scripts
-        created, *found = self._create(keys=keys, args=[self.ttl, job_id, request_hash, capacity, *fields])
+        inline = self._inline(keys[1], request_json)
+        created, *found = self._create(keys=keys, args=[self.ttl, job_id, request_hash, capacity, inline, *fields])
         if created < 0:
             raise QueueFull(queue_name)
         if created:
@@ -340,7 +345,7 @@ class JobStore:
         Raises AttemptsExhausted, after failing the job, when this would be one attempt too many.
         """
         keys = _keys(job_id)
-        number, request_id = self._start(keys=keys, args=[self.ttl, _now(), self.max_attempts])
+        number, request_id, *inline = self._start(keys=keys, args=[self.ttl, _now(), self.max_attempts, INLINE_BYTES])
         if number < 0:
             detail = (
                 f"the job was started {-number - 1} times and its worker died each time "
@@ -349,7 +354,7 @@ class JobStore:
             problem = Problem(type="/problems/worker-lost", title="Worker lost", status=500, detail=detail)
             self.fail(job_id, None, problem)
             raise AttemptsExhausted(detail)
-        payload = self.redis.get(keys[1]) if number > 0 else None
+        payload = (inline[0] or self.redis.get(keys[1])) if number > 0 else None
         return Attempt(job_id, number, payload, request_id.decode() or None) if payload is not None else None
 
     def record_epochs(self, attempt: Attempt, first_epoch: int, losses: list[float]) -> bool:
@@ -383,11 +388,18 @@ class JobStore:
     ) -> str | None:
         timing = ["", ""] if run_seconds is None else [repr(run_seconds), run_time_bucket(run_seconds)]
         attempt = "" if number is None else number
-        pending = f"{_PREFIX}{job_id}:result:{attempt}"  # this attempt's result, until FINISH accepts it
-        if result:
-            self.redis.set(pending, result, ex=self.ttl)  # outside the script: see jobstore_scripts
-        final = self._finish(keys=[*_keys(job_id), pending], args=[self.ttl, attempt, _now(), status, error, *timing])
+        pending = f"{_PREFIX}{job_id}:result:{attempt}"  # a big result of this attempt, until FINISH accepts it
+        inline = self._inline(pending, result)
+        args = [self.ttl, attempt, _now(), status, error, *timing, inline]
+        final = self._finish(keys=[*_keys(job_id), pending], args=args)
         return final.decode() if final else None
+
+    def _inline(self, key: str, value: bytes) -> bytes:
+        """Return a small value to pass to a script; SET a big one at `key` instead and return b""."""
+        if len(value) <= INLINE_BYTES:
+            return value
+        self.redis.set(key, value, ex=self.ttl)
+        return b""
 
     # --- the job as the API shows it -------------------------------------------------------
 

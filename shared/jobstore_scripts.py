@@ -6,9 +6,10 @@ CREATE and DISCARD also take 7 the owner's job index and 8 the idempotency key
 (or ''), CREATE 9 the submission counter and 10 the Celery queue; FINISH 7 the attempt's pending result.
 The first five expire with the job; ARGV[1] is always the retention.
 
-Requests and results are written and read with plain SET and GET, never passed through a script:
+Big requests and results are written and read with plain SET and GET, not passed through a script:
 Redis copies a script's arguments and replies into Lua and back, which cost 8-16 ms per 5.6 MB
-(SLOWLOG, measured), time in which Redis serves no one else.
+(SLOWLOG, measured), time in which Redis serves no one else. Small ones (up to the inline limit
+the caller passes) ride along with the script, saving a round trip.
 """
 
 # Refresh the job's retention, and its idempotency key's if it has one; note when it will expire.
@@ -20,8 +21,8 @@ local idempotency = redis.call('HGET', KEYS[1], 'idempotency_key')
 if idempotency then redis.call('EXPIRE', idempotency, ARGV[1]) end
 """
 
-# The request is already stored (KEYS[2]); a refusal deletes it.
-# ARGV: ttl, job id, request hash, queue capacity, then the record's fields as name, value, ...
+# ARGV: ttl, job id, request hash, queue capacity, the request ('' if already stored in KEYS[2]: a refusal
+# deletes it), then the record's fields as name, value, ...
 # Returns {1, job id, expires_at_ms} when created, {0, existing job id, its request hash} for a repeated
 # idempotency key, {-1} when the queue holds `capacity` messages or more (a replay is answered even then).
 CREATE = (
@@ -30,7 +31,8 @@ local existing = KEYS[8] ~= '' and redis.call('HMGET', KEYS[8], 'job_id', 'hash'
 if existing[1] then redis.call('DEL', KEYS[2]) return {0, existing[1], existing[2]} end
 if redis.call('LLEN', KEYS[10]) >= tonumber(ARGV[4]) then redis.call('DEL', KEYS[2]) return {-1} end
 if KEYS[8] ~= '' then redis.call('HSET', KEYS[8], 'job_id', ARGV[2], 'hash', ARGV[3]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if ARGV[5] ~= '' then redis.call('SET', KEYS[2], ARGV[5]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 if KEYS[8] ~= '' then redis.call('HSET', KEYS[1], 'idempotency_key', KEYS[8]) end
 redis.call('ZADD', KEYS[7], redis.call('INCR', KEYS[9]), ARGV[2])
 redis.call('HINCRBY', KEYS[6], 'submitted:' .. redis.call('HGET', KEYS[1], 'kind'), 1)
@@ -53,19 +55,22 @@ redis.call('HINCRBY', KEYS[6], 'submitted:' .. kind, -1)
 return 1
 """
 
-# ARGV: ttl, now, max_attempts. Returns {attempt, request id} (the caller then GETs the request) or {0, reason}.
+# ARGV: ttl, now, max_attempts, inline limit. Returns {attempt, request id, request} (the request '' if over the
+# limit: the caller GETs it) or {0, reason}.
 START = (
     _EXPIRE_JOB
     + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {0, 'gone'} end
 if status ~= 'queued' and status ~= 'running' then return {0, status} end
-if redis.call('EXISTS', KEYS[2]) == 0 then return {0, 'gone'} end
+local size = redis.call('STRLEN', KEYS[2])
+if size == 0 then return {0, 'gone'} end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if attempt > tonumber(ARGV[3]) then return {-attempt, 'exhausted'} end
 redis.call('HSET', KEYS[1], 'status', 'running')
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
-return {attempt, redis.call('HGET', KEYS[1], 'request_id') or ''}
+local request = size <= tonumber(ARGV[4]) and redis.call('GET', KEYS[2]) or ''
+return {attempt, redis.call('HGET', KEYS[1], 'request_id') or '', request}
 """
 )
 
@@ -92,9 +97,9 @@ if redis.call('HGET', KEYS[1], 'cancel_requested') then return 0 end
 return 1
 """
 
-# A success's result waits in KEYS[7] (the attempt's pending result), renamed to the result key only if this
-# attempt may finish the job, else deleted.
-# ARGV: ttl, attempt (or '' for any), now, status, error JSON, run seconds, run time bucket.
+# A success's result comes as ARGV[8], or, when big, waits in KEYS[7] (the attempt's pending result), renamed to
+# the result key only if this attempt may finish the job, else deleted.
+# ARGV: ttl, attempt (or '' for any), now, status, error JSON, run seconds, run time bucket, result JSON or ''.
 # A success asked to cancel becomes cancelled. Returns the final status, or false if not this attempt's to finish.
 FINISH = (
     _EXPIRE_JOB
@@ -105,7 +110,13 @@ if not current or ARGV[2] ~= '' and record[2] ~= ARGV[2] then redis.call('DEL', 
 local status = ARGV[4]
 if status == 'succeeded' and record[3] then status = 'cancelled' end
 redis.call('HSET', KEYS[1], 'status', status, 'finished_at', ARGV[3])
-if status == 'succeeded' then redis.call('RENAME', KEYS[7], KEYS[3]) else redis.call('DEL', KEYS[7]) end
+if status == 'succeeded' and ARGV[8] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[8], 'EX', ARGV[1])
+elseif status == 'succeeded' then
+  redis.call('RENAME', KEYS[7], KEYS[3])
+else
+  redis.call('DEL', KEYS[7])
+end
 if status == 'failed' then redis.call('HSET', KEYS[1], 'error', ARGV[5]) end
 redis.call('XADD', KEYS[5], '*', 'type', 'status', 'status', status)
 redis.call('EXPIRE', KEYS[5], ARGV[1])

@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from shared.jobstore import AttemptsExhausted, JobStore
+from shared.jobstore import INLINE_BYTES, AttemptsExhausted, JobStore
 from shared.schemas import Problem
 
 REQUEST = b'{"input": [[1.0]]}'
@@ -84,3 +84,22 @@ def test_a_failure_keeps_its_problem_and_unknown_jobs_are_none(store):
     assert orjson.loads(orjson.dumps(store.get(job_id)["error"])) == problem.model_dump(exclude_none=True)
     unknown = "00000000-0000-4000-8000-000000000000"
     assert store.get(unknown) is None and store.losses(unknown, 0) is None and store.cancel(unknown) is None
+
+
+def test_big_requests_and_results_bypass_the_scripts_with_the_same_guarantees(store, redis_server):
+    big = b'{"data": "' + b"x" * (INLINE_BYTES + 1) + b'"}'
+    job_id = store.create("correlation", big, OWNER)[0]["id"]
+    first = store.start(job_id)
+    assert first.request == big
+    second = store.start(job_id)  # redelivered while the first attempt still runs
+    assert store.succeed(first, b'{"stale": "' + b"s" * INLINE_BYTES + b'"}') is None
+    assert store.succeed(second, big) == "succeeded"
+    assert orjson.loads(orjson.dumps(store.get(job_id)["result"])) == orjson.loads(big)
+    assert sorted(
+        key.decode().removeprefix(f"convq:job:{job_id}") for key in redis_server.client().keys(f"convq:job:{job_id}*")
+    ) == [
+        "",
+        ":events",
+        ":request",
+        ":result",
+    ]  # the stale attempt's pending result is gone
