@@ -1,6 +1,7 @@
 """Jobs through the API and a real Celery worker: submit, wait for the worker's effect, read, follow, cancel."""
 
 import base64
+import json
 import math
 import time
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from services import corr2d_reference
+from services.corr2d import strategy
 from tests.conftest import wait_for_job
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, EDGES, K_2X2, TRANSPOSED_EDGES, X_3X3, Y_3X3, transpose
 from tests.support import wait_until
@@ -68,6 +70,13 @@ def test_padding_stride_and_bias_agree_with_the_reference_loop(client):
     expected = corr2d_reference(X, K, padding=(2, 1), stride=(2, 3), bias=0.25)
     assert job["result"]["shape"] == list(expected.shape)
     assert torch.allclose(torch.tensor(job["result"]["output"]), expected, atol=1e-5)
+
+
+def test_the_worker_logs_which_path_computed_each_correlation(client, worker):
+    job = correlate(client, {"input": torch.rand((100, 100)).tolist(), "kernel": [[1.0, 0.0, -1.0]] * 3})
+    lines = [json.loads(line) for line in worker.log_path.read_text().splitlines() if job["id"] in line]
+    [computed] = [line["message"] for line in lines if line["message"].startswith("correlating")]
+    assert computed == f"correlating (100, 100) by {strategy((98, 98), (3, 3))} with a (3, 3) kernel"
 
 
 def base64_array(matrix: torch.Tensor, dtype: str = "float32") -> dict:
