@@ -6,22 +6,19 @@ import torch
 import torch.nn.functional as F
 
 Pair = tuple[int, int]
-Path = Literal["shift_add", "packed_conv", "conv2d"]
+Path = Literal["shift_add", "band_conv", "conv2d"]
 
-LANES = 8
-"""packed_conv deals the input's columns into this many channels (one AVX2 register of float32)."""
+BANDS = 8
+"""band_conv cuts the input into this many bands, one channel each: one AVX2 register holds 8 float32."""
 
-# Cost model of the paths, in microseconds on one thread, fitted to medians measured on the project's
-# 2-core EPYC VM (torch 2.13 CPU). Per call: shift_add ~40 plus ~5 per tap; conv2d ~30 (~150 for
-# kernels over 3x3); packed_conv ~200 (padding, banded weight, layout). Per output element:
-# shift_add 0.20 ns per tap (one memory-bound pass each; 0.24 ms per 1024x1024 3x3 tap... 1.9 ms
-# in all), conv2d 0.8 ns per tap (1.1-4.5 ns at 1024x1024, 3x3), packed_conv 0.4 ns per kernel row
-# and lane group spanned (1024x1024: 1.9 ms at 3x3, 10-13 ms at 11x11).
-# Measured wins: conv2d below ~150x150 outputs for 3x3; shift_add from there on up to ~5x5 kernels
-# and for tall kernels; packed_conv for 7x7 and up from ~190x190, 15x15 and up from 64x64, wide 1xN.
-SHIFT_ADD_US = (40.0, 5.0, 0.20e-3)  # per call, per tap, per tap and output
-CONV2D_US = (30.0, 150.0, 0.8e-3)  # per call up to 3x3 kernels, per call for larger ones, per tap and output
-PACKED_CONV_US = (200.0, 0.4e-3)  # per call, per output, kernel row and lane group spanned
+# strategy() picks the path by this cost model: microseconds on one thread, least-squares fits to medians measured
+# on the project's 2-core EPYC VM (torch 2.13 CPU, glibc malloc defaults) over 152 shapes: outputs 8x8 to 1024x1024,
+# kernels 1x1 to 21x21, 1x31 and 31x1, strides 1 and 2. Its pick ran 12 % slower than the fastest path on average,
+# worst with 1x1 kernels (erratic in conv2d). Measured at 1024x1024 outputs, 3x3: shift_add 1.8 ms, band_conv
+# 2.6 ms, conv2d 39 ms; 11x11: band_conv 7.4 ms, shift_add ~20 ms, conv2d ~80 ms.
+SHIFT_ADD_US = (65.0, 6.5, 0.16e-3)  # per call, per tap, per tap and output
+BAND_CONV_US = (210.0, 1.0e-3, 0.057e-3)  # per call, per input element spanned, per tap and output
+CONV2D_US = (21.0, 0.61e-3)  # per call, per tap and output
 
 
 def output_shape(input_shape: Pair, kernel_shape: Pair, padding: Pair = (0, 0), stride: Pair = (1, 1)) -> Pair:
@@ -44,26 +41,24 @@ def zero_pad(X: torch.Tensor, padding: Pair) -> torch.Tensor:
 
 
 def strategy(out_shape: Pair, kernel_shape: Pair, stride: Pair = (1, 1), *, grad: bool = False) -> Path:
-    """Name the path corr2d takes for this shape: the cheapest by the cost model above.
-
-    With `grad` (autograd must see through the result) or a column stride, only conv2d applies.
-    """
-    if grad or stride[1] != 1:
+    """Name the path corr2d takes for this shape: the cheapest by the cost model above; conv2d under autograd."""
+    if grad:
         return "conv2d"
-    costs = estimated_us(out_shape[0] * out_shape[1], kernel_shape)
+    costs = estimated_us(out_shape, kernel_shape, stride)
     return min(costs, key=costs.__getitem__)
 
 
-def estimated_us(outputs: int, kernel_shape: Pair) -> dict[Path, float]:
-    """Each path's cost in microseconds on one thread, for `outputs` outputs at column stride 1."""
-    kh, kw = kernel_shape
-    taps = kh * kw
-    conv2d_call = CONV2D_US[0] if taps <= 9 else CONV2D_US[1]
-    return {
-        "shift_add": SHIFT_ADD_US[0] + taps * (SHIFT_ADD_US[1] + outputs * SHIFT_ADD_US[2]),
-        "packed_conv": PACKED_CONV_US[0] + outputs * kh * lane_spans(kw) * PACKED_CONV_US[1],
-        "conv2d": conv2d_call + outputs * taps * CONV2D_US[2],
+def estimated_us(out_shape: Pair, kernel_shape: Pair, stride: Pair) -> dict[Path, float]:
+    """Each path's cost in microseconds on one thread, by the cost model above."""
+    outputs, taps = out_shape[0] * out_shape[1], kernel_shape[0] * kernel_shape[1]
+    read = outputs * stride[0] * stride[1]  # about the input elements the output spans
+    costs: dict[Path, float] = {
+        "conv2d": CONV2D_US[0] + outputs * taps * CONV2D_US[1],
+        "band_conv": BAND_CONV_US[0] + read * BAND_CONV_US[1] + outputs * taps * BAND_CONV_US[2],
     }
+    if stride[1] == 1:  # strided columns would make every tap's pass a gather
+        costs["shift_add"] = SHIFT_ADD_US[0] + taps * (SHIFT_ADD_US[1] + outputs * SHIFT_ADD_US[2])
+    return costs
 
 
 def corr2d_reference(
@@ -93,7 +88,7 @@ def corr2d(
 ) -> torch.Tensor:
     """Cross-correlate a 2-D input with a 2-D kernel by the path `strategy` names; differentiable in X, K and bias.
 
-    The result may be a view of a slightly wider buffer (see shift_add and packed_conv).
+    The result may be a view of a slightly larger buffer (see shift_add and band_conv).
     """
     out_shape = checked_output_shape(tuple(X.shape), tuple(K.shape), padding, stride)
     dtype = torch.result_type(X, K)
@@ -103,30 +98,30 @@ def corr2d(
     path = strategy(out_shape, tuple(K.shape), stride, grad=grad)
     if path == "conv2d":
         return conv2d(X, K, padding, stride) + bias
-    compute = shift_add if path == "shift_add" else packed_conv
+    compute = shift_add if path == "shift_add" else band_conv
     if isinstance(bias, torch.Tensor):
-        return compute(X, K, padding, stride[0]) + bias
-    return compute(X, K, padding, stride[0], bias)
+        return compute(X, K, padding, stride) + bias
+    return compute(X, K, padding, stride, bias)
 
 
-def shift_add(X: torch.Tensor, K: torch.Tensor, padding: Pair, row_stride: int = 1, bias: float = 0.0) -> torch.Tensor:
+def shift_add(X: torch.Tensor, K: torch.Tensor, padding: Pair, stride: Pair, bias: float = 0.0) -> torch.Tensor:
     """One scaled add of a shifted window of the input per kernel tap, scaled by Python floats: no autograd.
 
-    Column stride 1. At row stride 1 the output keeps the input's row pitch (its last kw - 1 columns are
-    junk, cut off by the returned view), so that every tap's window is one contiguous run of the input:
-    a 1-D axpy over the whole output. The cost is memory traffic: one pass over the output per tap.
+    At stride 1 the output keeps the input's row pitch (its last kw - 1 columns are junk, cut off by the
+    returned view), so that every tap's window is one contiguous run of the input: a 1-D axpy over the
+    whole output. The cost is memory traffic: one pass over the output per tap.
     """
-    oh, ow = output_shape(tuple(X.shape), tuple(K.shape), padding, (row_stride, 1))
+    oh, ow = output_shape(tuple(X.shape), tuple(K.shape), padding, stride)
     x = zero_pad(X, padding).contiguous()
-    width = x.shape[1]
+    width, scales = x.shape[1], K.flatten().tolist()
     offset = torch.tensor(bias, dtype=x.dtype, device=x.device)
-    if row_stride == 1:
+    if stride == (1, 1):
         out = torch.empty((oh, width), dtype=x.dtype, device=x.device)
         flat = out.view(-1)[: flat_length((oh, ow), width)]
-        accumulate(flat, tap_windows(x, tuple(K.shape), flat.shape, (1,)), K.flatten().tolist(), offset)
+        accumulate(flat, tap_windows(x, tuple(K.shape), flat.shape, (1,)), scales, offset)
         return out[:, :ow]
     out = torch.empty((oh, ow), dtype=x.dtype, device=x.device)
-    accumulate(out, tap_windows(x, tuple(K.shape), (oh, ow), (row_stride * width, 1)), K.flatten().tolist(), offset)
+    accumulate(out, tap_windows(x, tuple(K.shape), (oh, ow), (stride[0] * width, stride[1])), scales, offset)
     return out
 
 
@@ -151,38 +146,34 @@ def accumulate(out: torch.Tensor, windows: list[torch.Tensor], scales: list[floa
         out.add_(window, alpha=scale)
 
 
-def lane_spans(kernel_width: int) -> int:
-    """How many lane groups of the input one output lane group reads in packed_conv."""
-    return (LANES - 1 + kernel_width - 1) // LANES + 1
+def band_conv(X: torch.Tensor, K: torch.Tensor, padding: Pair, stride: Pair, bias: float = 0.0) -> torch.Tensor:
+    """torch's depthwise convolution over the input cut into BANDS horizontal bands, one channel each.
 
-
-def packed_conv(
-    X: torch.Tensor, K: torch.Tensor, padding: Pair, row_stride: int = 1, bias: float = 0.0
-) -> torch.Tensor:
-    """torch's convolution with the input's columns dealt into LANES channels: column g * LANES + l is lane l.
-
-    A row-major image already lies in memory as a channels-last (1, LANES, h, w / LANES) tensor, so this
-    costs no copy but the padding to whole lane groups. Output lane l reads input lanes l + j, in its own
-    group or the next, so the kernel becomes a banded (LANES, LANES, kh, spans) one: mostly zero weights,
-    yet torch convolves 8 channels many times faster per output than 1. Column stride 1.
+    A single-channel convolution leaves all but one of the CPU's SIMD lanes idle; as BANDS channels (bands
+    overlapping by the kernel's reach) every lane works, all taps in one pass. The bands' outputs are the
+    output's consecutive row blocks, so the only copy is the one cutting the bands.
     """
-    oh, ow = output_shape(tuple(X.shape), tuple(K.shape), padding, (row_stride, 1))
-    spans, groups = lane_spans(K.shape[1]), -(-ow // LANES)
-    width = LANES * (groups + spans - 1)
-    (ph, pw), (h, w) = padding, X.shape
-    x = F.pad(X, (pw, width - w - pw, ph, ph))
-    lanes = x.reshape(1, h + 2 * ph, width // LANES, LANES).permute(0, 3, 1, 2)
-    bias_lanes = torch.full((LANES,), bias, dtype=x.dtype, device=x.device)
-    out = F.conv2d(lanes, banded_weight(K, spans), bias_lanes, stride=(row_stride, 1))  # (1, LANES, oh, groups)
-    return out.permute(0, 2, 3, 1).reshape(oh, groups * LANES)[:, :ow]  # no copy: the output is channels-last
+    oh, ow = output_shape(tuple(X.shape), tuple(K.shape), padding, stride)
+    x = zero_pad(X, padding).contiguous()
+    rows = -(-oh // BANDS)  # output rows per band; the last band's spare rows are cut off
+    bands = cut_bands(x, rows * stride[0], (rows - 1) * stride[0] + K.shape[0])
+    weight = K[None, None].expand(BANDS, 1, *K.shape)
+    offset = torch.full((BANDS,), bias, dtype=x.dtype, device=x.device)
+    out = F.conv2d(bands[None], weight, offset, stride=stride, groups=BANDS)  # (1, BANDS, rows, ow)
+    return out.reshape(BANDS * rows, ow)[:oh]
 
 
-def banded_weight(K: torch.Tensor, spans: int) -> torch.Tensor:
-    """weight[out lane, in lane, i, span] = K[i, in lane + LANES * span - out lane], 0 where that is off K."""
-    lane = torch.arange(LANES, device=K.device)
-    j = lane[None, :, None] + LANES * torch.arange(spans, device=K.device) - lane[:, None, None]
-    on_kernel = (j >= 0) & (j < K.shape[1])
-    return torch.where(on_kernel, K[:, j.clamp(0, K.shape[1] - 1)], 0.0).permute(1, 2, 0, 3)
+def cut_bands(x: torch.Tensor, step: int, height: int) -> torch.Tensor:
+    """Rows b * step to b * step + height of x for each band b < BANDS, as (BANDS, height, w): zeros past x."""
+    h, w = x.shape
+    bands = x.new_empty((BANDS, height, w))
+    inside = min(BANDS, (h - height) // step + 1)  # >= 1: the first band fits
+    bands[:inside] = x.as_strided((inside, height, w), (step * w, w, 1))
+    for band in range(inside, BANDS):
+        left = max(0, h - band * step)
+        bands[band, :left] = x[band * step :]
+        bands[band, left:] = 0
+    return bands
 
 
 def conv2d(X: torch.Tensor, K: torch.Tensor, padding: Pair, stride: Pair) -> torch.Tensor:

@@ -91,13 +91,12 @@ class SquaredError:
     def __init__(self, X: torch.Tensor, Y: torch.Tensor, kernel_shape: tuple[int, int]):
         X = X.contiguous()
         (oh, ow), width = checked_output_shape(tuple(X.shape), kernel_shape), X.shape[1]
-        self.kernel_shape = kernel_shape
-        self.padded = torch.zeros((oh, width), dtype=X.dtype, device=X.device)  # the residual, in X's row pitch
-        self.junk = self.padded[:, ow:]
-        self.residual = self.padded.view(-1)[: flat_length((oh, ow), width)]
-        self.target = torch.zeros_like(self.padded)
-        self.target[:, :ow] = Y
-        self.target = self.target.view(-1)[: self.residual.numel()]
+        self.kernel_shape, length = kernel_shape, flat_length((oh, ow), width)
+        pitched = torch.zeros((oh, width), dtype=X.dtype, device=X.device)  # the residual, rows `width` apart
+        self.junk, self.residual = pitched[:, ow:], pitched.view(-1)[:length]
+        target = torch.zeros_like(pitched)
+        target[:, :ow] = Y
+        self.target = target.view(-1)[:length]
         self.windows = tap_windows(X, kernel_shape, self.residual.shape, (1,))
 
     def loss_and_gradients(
