@@ -43,7 +43,7 @@ class Comparison:
     def figure(self, value: float) -> str:
         if self.unit != "s":
             return f"{value:,.0f} {self.unit}"
-        return f"{value * 1000:,.3g} ms" if value < 10 else f"{value:,.1f} s"
+        return f"{value * 1000:.3g} ms" if value < 1 else f"{value:.2f} s"
 
     def line(self) -> str:
         return f"{self.name}: {self.ratio:.2f}x ({self.figure(self.convq)} vs {self.figure(self.baseline)})"
