@@ -8,8 +8,7 @@ import time
 import pytest
 import torch
 
-from services import corr2d_reference
-from services.corr2d import strategy
+from services import corr2d_reference, strategy
 from tests.conftest import wait_for_job
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, EDGES, K_2X2, TRANSPOSED_EDGES, X_3X3, Y_3X3, transpose
 from tests.support import wait_until

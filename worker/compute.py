@@ -5,8 +5,7 @@ import logging
 import numpy as np
 import torch
 
-from services import EpochCallback, corr2d, learn_kernel
-from services.corr2d import strategy
+from services import EpochCallback, corr2d, learn_kernel, strategy
 from shared.arrays import to_json
 from shared.schemas import CorrelationRequest, KernelTrainingRequest
 
