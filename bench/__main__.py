@@ -11,7 +11,8 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -223,17 +224,15 @@ def training_overhead(url: str, scale: int, epochs: int = 200) -> Comparison:
     return Comparison("train_service_overhead_512", ours, theirs, "s", 0.9)
 
 
-class torch_threads:
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
     """Run a block with torch using as many threads as a worker process does, for like-for-like timings."""
-
-    def __init__(self, threads: int):
-        self.threads, self.before = threads, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        torch.set_num_threads(self.threads)
-
-    def __exit__(self, *_) -> None:
-        torch.set_num_threads(self.before)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def stack(scale: int, clients: int) -> tuple[list[Comparison], dict[str, float]]:

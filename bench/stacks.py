@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import requests
-from celery import Celery
+from celery import Task
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER_PROCESSES = 2
@@ -31,8 +31,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def bare_celery(redis_url: str) -> Celery:
-    """The baseline's Celery app, as a client: `delay().get()` round trips."""
+def bare_celery(redis_url: str) -> Task:
+    """The baseline's Celery task, as a client: `delay().get()` round trips."""
     os.environ["BENCH_REDIS_URL"] = redis_url
     from bench import bare
 
