@@ -3,10 +3,12 @@
 A job is five keys, all expiring `ttl` seconds after the job's last change:
 
     convq:job:<id>          hash: id, kind, status, owner, timestamps, epochs, attempts, cancel flag, error
-    convq:job:<id>:request  the validated request as JSON, written once at submission
+    convq:job:<id>:request  the validated request as JSON (matrices in base64), written once at submission
     convq:job:<id>:result   the result as JSON, written once by the attempt that finishes the job
     convq:job:<id>:losses   list: the loss of epoch i at index i - 1
     convq:job:<id>:events   stream: a progress entry per epoch (id "<epoch>-0"), then one status entry
+
+(and, for a moment, convq:job:<id>:result:<attempt>: a big result waiting for FINISH to accept it)
 
 and, beside them, each owner's index of job ids (a sorted set, newest highest),
 idempotency keys, and the metrics hash (never expires).
@@ -14,7 +16,8 @@ idempotency keys, and the metrics hash (never expires).
 Workers may be killed and messages redelivered, so every state change is one
 Lua script (shared.jobstore_scripts) that checks the state it expects: an
 attempt number guards the writes of each run, a loss is appended only if it
-is the next epoch's, and only the current attempt may finish a job.
+is the next epoch's, and only the current attempt may finish a job. Requests
+and results over INLINE_BYTES are SET beside the script, not passed through it.
 """
 
 import hashlib
@@ -41,6 +44,9 @@ _SEQUENCE_KEY = "convq:jobs:sequence"
 _IDEMPOTENCY_PREFIX = "convq:idempotency:"  # + owner + ":" + key
 # A stream read waits at most this long, so that keep-alives and deadlines are honoured.
 STREAM_BLOCK_SECONDS = 15
+# Requests and results up to this size go through the job scripts (one round trip); bigger ones by SET and GET,
+# as Lua copies cost a few ms per MB (jobstore_scripts).
+INLINE_BYTES = 64 * 1024
 # Upper bounds (seconds) of the job run time histogram's buckets.
 RUN_TIME_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600)
 
@@ -131,11 +137,6 @@ class JobMetrics:
 
 class AttemptsExhausted(Exception):
     """A job was started more times than allowed: its worker died on every attempt."""
-
-
-# Requests and results up to this size go through the job scripts (one round trip); bigger ones by SET and GET,
-# as Lua copies cost ~2 ms per MB (jobstore_scripts).
-INLINE_BYTES = 64 * 1024
 
 
 class QueueFull(Exception):

@@ -72,10 +72,6 @@ def _matrix(value: Any, info: ValidationInfo) -> np.ndarray:
 Matrix = Annotated[Any, PlainValidator(_matrix), PlainSerializer(to_base64), WithJsonSchema(MATRIX_SCHEMA)]
 
 
-def shape(matrix: np.ndarray) -> tuple[int, int]:
-    return matrix.shape
-
-
 def output_shape(
     input_shape: tuple[int, int],
     kernel_shape: tuple[int, int],
@@ -125,7 +121,7 @@ class CorrelationRequest(Request):
     @model_validator(mode="after")
     def _kernel_fits(self) -> "CorrelationRequest":
         padded = (self.input.shape[0] + 2 * self.padding[0], self.input.shape[1] + 2 * self.padding[1])
-        kernel = shape(self.kernel)
+        kernel = self.kernel.shape
         if kernel[0] > padded[0] or kernel[1] > padded[1]:
             message = (
                 f"kernel is {_fmt(kernel)} but the input padded by {list(self.padding)} is {_fmt(padded)}: "
@@ -136,12 +132,12 @@ class CorrelationRequest(Request):
 
     @model_validator(mode="after")
     def _within_work_budget(self, info: ValidationInfo) -> "CorrelationRequest":
-        check_work(self.output_shape, shape(self.kernel), 1, info)
+        check_work(self.output_shape, self.kernel.shape, 1, info)
         return self
 
     @property
     def output_shape(self) -> tuple[int, int]:
-        return output_shape(shape(self.input), shape(self.kernel), self.padding, self.stride)
+        return output_shape(self.input.shape, self.kernel.shape, self.padding, self.stride)
 
 
 class KernelTrainingRequest(Request):
@@ -200,31 +196,31 @@ class KernelTrainingRequest(Request):
             )
         if self.target is not None and self.kernel_size is None:
             return fault(("kernel_size",), "missing", "kernel_size is required with target")
-        if self.target_kernel is not None and self.kernel_size not in (None, shape(self.target_kernel)):
+        if self.target_kernel is not None and self.kernel_size not in (None, self.target_kernel.shape):
             message = (
                 f"kernel_size {list(self.kernel_size)} disagrees with target_kernel, "
-                f"which is {_fmt(shape(self.target_kernel))}"
+                f"which is {_fmt(self.target_kernel.shape)}"
             )
             return fault(("kernel_size",), "kernel_size_mismatch", message)
         size, where = self.resolved_kernel_size, "target_kernel" if self.target_kernel is not None else "kernel_size"
         if size[0] > self.input.shape[0] or size[1] > self.input.shape[1]:
-            message = f"a {_fmt(size)} kernel does not fit inside the {_fmt(shape(self.input))} input"
+            message = f"a {_fmt(size)} kernel does not fit inside the {_fmt(self.input.shape)} input"
             return fault((where,), "kernel_too_large", message)
-        if self.target is not None and shape(self.target) != self.output_shape:
+        if self.target is not None and self.target.shape != self.output_shape:
             message = (
-                f"target is {_fmt(shape(self.target))} but a {_fmt(size)} kernel on the "
-                f"{_fmt(shape(self.input))} input gives {_fmt(self.output_shape)}"
+                f"target is {_fmt(self.target.shape)} but a {_fmt(size)} kernel on the "
+                f"{_fmt(self.input.shape)} input gives {_fmt(self.output_shape)}"
             )
             return fault(("target",), "target_shape_mismatch", message)
         return None
 
     @property
     def resolved_kernel_size(self) -> tuple[int, int]:
-        return self.kernel_size if self.kernel_size is not None else shape(self.target_kernel)
+        return self.kernel_size if self.kernel_size is not None else self.target_kernel.shape
 
     @property
     def output_shape(self) -> tuple[int, int]:
-        return output_shape(shape(self.input), self.resolved_kernel_size)
+        return output_shape(self.input.shape, self.resolved_kernel_size)
 
 
 JobKind = Literal["correlation", "kernel_training"]
