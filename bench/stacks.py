@@ -6,29 +6,21 @@ two worker processes each and gunicorn with the same workers and threads.
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import psutil
 import requests
 from celery import Task
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support import REPO, free_port, stop, wait_until
+
 WORKER_PROCESSES = 2
 # Each worker process gets its share of the cores (worker/celery_app.py); in-process baselines use as many threads.
 WORKER_THREADS = max(1, (os.cpu_count() or 1) // WORKER_PROCESSES)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def bare_celery(redis_url: str) -> Task:
@@ -84,14 +76,7 @@ class Stacks:
     def __exit__(self, *_) -> None:
         self._stopping.set()
         for process in reversed(self.processes.values()):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process, timeout=30)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _start(self, name: str, command: list[str], **env: str) -> None:
@@ -99,23 +84,17 @@ class Stacks:
         self.processes[name] = subprocess.Popen(command, cwd=REPO, env=self.env | env, stdout=log, stderr=log)
 
     def _wait_until_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        checks = {
-            "convq": lambda: requests.get(f"{self.convq_url}/readyz", timeout=2).status_code == 200,
-            "bare": lambda: bare_celery(self.bare_redis_url).delay([[1.0]], [[1.0]]).get(timeout=2) == [[1.0]],
-        }
-        while checks and time.monotonic() < deadline:
-            for name, check in list(checks.items()):
-                try:
-                    if check():
-                        del checks[name]
-                except Exception:  # not up yet: connection refused, timeout
-                    time.sleep(0.2)
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited with {process.returncode}; see {self.folder}")
-        if checks:
-            raise TimeoutError(f"not ready after {timeout} s: {', '.join(checks)}")
+        wait_until(self._ready, timeout, f"convq and the bare baseline (logs in {self.folder})", interval=0.2)
+
+    def _ready(self) -> bool:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {self.folder}")
+        try:
+            convq = requests.get(f"{self.convq_url}/readyz", timeout=2).status_code == 200
+            return convq and bare_celery(self.bare_redis_url).delay([[1.0]], [[1.0]]).get(timeout=2) == [[1.0]]
+        except Exception:  # not up yet: connection refused, timeout
+            return False
 
     def _watch_memory(self) -> None:
         """Note the largest resident memory of any one api and any one worker process of convq, 10 times a second."""
