@@ -28,8 +28,10 @@ clean:
 $(VENV)/.local: requirements/api.txt requirements/worker.txt requirements/local.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/local.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --editable .  # the convq command
 	touch $@
 
 $(VENV)/.test: $(VENV)/.local requirements/test.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/test.txt
+	bin/install-chromium
 	touch $@

