@@ -7,6 +7,7 @@ module only lays the routes, parameters, headers and responses around it.
 from pydantic.json_schema import models_json_schema
 
 from api.events import EVENT_ID
+from shared.arrays import MATRIX_SCHEMA
 from shared.schemas import (
     JOB_STATUSES,
     CorrelationRequest,
@@ -39,9 +40,10 @@ def _problems(*statuses: int) -> dict:
         400: "Malformed JSON or an invalid parameter",
         401: "Missing or wrong API key",
         404: "No such job (unknown, expired, or another key's)",
-        413: "Body over MAX_BODY_BYTES",
+        409: "The job has no output: it is not a succeeded correlation",
+        413: "Body over MAX_BODY_BYTES, or an image over MAX_MATRIX_ELEMENTS pixels",
         414: "URL over 8192 characters",
-        415: "Body is not application/json",
+        415: "Body is not application/json (nor, for correlations, multipart/form-data)",
         422: "Invalid request; `errors` point at each fault",
         429: "Too many submissions for this key, or the queue is full",
         503: "Redis or the queue is unreachable",
@@ -74,6 +76,20 @@ _SSE_EVENT = {
     },
     "required": ["id", "event", "data"],
 }
+_KERNELS = {
+    "type": "object",
+    "properties": {
+        "kernels": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"name": {"type": "string"}, "label": {"type": "string"}, "matrix": MATRIX_SCHEMA},
+                "required": ["name", "label", "matrix"],
+            },
+        }
+    },
+    "required": ["kernels"],
+}
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 
 
@@ -85,7 +101,33 @@ def _header_parameter(name: str, schema: dict, description: str) -> dict:
     return {"name": name, "in": "header", "required": False, "schema": schema, "description": description}
 
 
-def _submission(model: str, summary: str) -> dict:
+# POST /v1/correlations as a form (api/uploads.py): the image is the input; the other fields hold JSON text.
+_IMAGE_FORM = {
+    "type": "object",
+    "required": ["image", "kernel"],
+    "properties": {
+        "image": {"type": "string", "contentMediaType": "image/png", "description": "a PNG or JPEG file"},
+        "kernel": {"type": "string", "description": "the kernel as JSON, or a preset's name (GET /v1/kernels)"},
+        "padding": {"type": "string", "description": "JSON: an integer or [ph, pw]"},
+        "stride": {"type": "string", "description": "JSON: an integer or [sh, sw]"},
+        "bias": {"type": "string", "description": "JSON: a number"},
+        "result_format": {"type": "string", "enum": ["lists", "base64"]},
+    },
+    "additionalProperties": False,
+}
+_IMAGE = {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}
+
+
+def _picture(summary: str, content: dict, statuses: tuple[int, ...], parameters: list | None = None) -> dict:
+    operation = {
+        "summary": summary,
+        "responses": {"200": {"description": "The picture", "content": content}, **_problems(*statuses)},
+    }
+    return operation | ({"parameters": parameters} if parameters else {})
+
+
+def _submission(model: str, summary: str, form: dict | None = None) -> dict:
+    body = {"application/json": {"schema": _ref(model)}} | ({"multipart/form-data": {"schema": form}} if form else {})
     return {
         "summary": summary,
         "parameters": [
@@ -100,7 +142,7 @@ def _submission(model: str, summary: str) -> dict:
                 "wait=N (RFC 7240): answer 200 with the finished job if it finishes within N s (capped)",
             ),
         ],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(model)}}},
+        "requestBody": {"required": True, "content": body},
         "responses": {
             "202": _json("Job", "Accepted: the job is queued", _JOB_HEADERS),
             "200": _json(
@@ -133,7 +175,11 @@ def build(settings: Settings) -> dict:
             "description": "2-D cross-correlation and kernel learning as a service. Errors: RFC 9457 problem+json.",
         },
         "paths": {
-            "/v1/correlations": {"post": _submission("CorrelationRequest", "Cross-correlate an input with a kernel")},
+            "/v1/correlations": {
+                "post": _submission(
+                    "CorrelationRequest", "Cross-correlate an input (a matrix, or an image) with a kernel", _IMAGE_FORM
+                )
+            },
             "/v1/kernel-trainings": {
                 "post": _submission("KernelTrainingRequest", "Learn a kernel by gradient descent")
             },
@@ -180,6 +226,41 @@ def build(settings: Settings) -> dict:
                     "responses": {
                         "200": _json("LossPage", "Losses", _RETRY_AFTER),
                         **_problems(400, 401, 404, 414, 503),
+                    },
+                }
+            },
+            "/v1/jobs/{job_id}/loss.svg": job
+            | {
+                "get": _picture(
+                    "The loss curve so far, as SVG",
+                    {"image/svg+xml": {"schema": {"type": "string"}}},
+                    (400, 401, 404, 414, 503),
+                    [_query("scale", {"type": "string", "enum": ["linear", "log"]}, "the loss axis (linear)")],
+                )
+            },
+            "/v1/jobs/{job_id}/loss.png": job
+            | {
+                "get": _picture(
+                    "The loss curve so far, as PNG",
+                    _IMAGE,
+                    (400, 401, 404, 414, 503),
+                    [_query("scale", {"type": "string", "enum": ["linear", "log"]}, "the loss axis (linear)")],
+                )
+            },
+            "/v1/jobs/{job_id}/output.png": job
+            | {
+                "get": _picture(
+                    "A succeeded correlation's output: grey if unsigned, blue-white-red if signed",
+                    _IMAGE,
+                    (401, 404, 409, 414, 503),
+                )
+            },
+            "/v1/kernels": {
+                "get": {
+                    "summary": "Named kernels: the seed's edge detector, Sobel, Laplacian, box blur",
+                    "responses": {
+                        "200": {"description": "The presets", "content": {"application/json": {"schema": _KERNELS}}},
+                        **_problems(401, 414),
                     },
                 }
             },

@@ -43,15 +43,26 @@ def json_pointer(loc: tuple[str | int, ...]) -> str:
     return "".join("/" + part for part in parts)
 
 
-def invalid_request(error: ValidationError) -> ProblemError:
-    """A 422 whose `errors` point at each fault (the first MAX_REPORTED_ERRORS of them)."""
+def invalid_request(error: ValidationError, renamed: dict[str, str] | None = None) -> ProblemError:
+    """A 422 whose `errors` point at each fault (the first MAX_REPORTED_ERRORS of them).
+
+    `renamed` maps a model field to the name the client sent it under (an uploaded image becomes `input`).
+    """
     faults = error.errors(include_url=False, include_input=False, include_context=False)
     shown = faults[:MAX_REPORTED_ERRORS]
     detail = f"the request has {len(faults)} error{'s' if len(faults) > 1 else ''}"
     if len(faults) > len(shown):
         detail += f"; the first {len(shown)} are listed"
-    errors = [{"loc": json_pointer(fault["loc"]), "msg": fault["msg"], "type": fault["type"]} for fault in shown]
+    renamed = renamed or {}
+    errors = [
+        {"loc": json_pointer(_renamed(fault["loc"], renamed)), "msg": fault["msg"], "type": fault["type"]}
+        for fault in shown
+    ]
     return invalid(422, detail, errors)
+
+
+def _renamed(loc: tuple[str | int, ...], renamed: dict[str, str]) -> tuple[str | int, ...]:
+    return (renamed.get(loc[0], loc[0]), *loc[1:]) if loc else loc
 
 
 def invalid(status: int, detail: str, errors: list[dict]) -> ProblemError:

@@ -4,6 +4,7 @@ import re
 import uuid
 from typing import TypeVar
 
+import orjson
 from flask import Blueprint, Response, g, request, stream_with_context, url_for
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
@@ -13,8 +14,11 @@ from api.body import parse_body
 from api.problems import ProblemError, invalid
 from api.responses import json_response
 from api.runtime import runtime
+from api.uploads import parse_image_correlation
 from shared import logs
+from shared.arrays import to_array
 from shared.jobstore import IdempotencyConflict, QueueFull
+from shared.kernels import KERNELS
 from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
 from shared.taskqueue import TASK_FOR_KIND
 
@@ -29,17 +33,27 @@ RETRY_WHEN_FULL_SECONDS = 5
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII
 PREFER_WAIT = re.compile(r"(?:^|[,;])\s*wait\s*=\s*(\d{1,6})\s*(?=$|[,;])", re.IGNORECASE)
 MAX_PAGE = 100
+MULTIPART = "multipart/form-data with an image"
 
 
 @bp.post("/correlations")
 def submit_correlation() -> Response:
-    return _submit("correlation", parse_body(CorrelationRequest, runtime().limits))
+    """A JSON body, or a multipart form with an image as the input (api/uploads.py)."""
+    if request.mimetype == "multipart/form-data":
+        return _submit("correlation", parse_image_correlation(runtime().limits))
+    return _submit("correlation", parse_body(CorrelationRequest, runtime().limits, alternative=MULTIPART))
 
 
 @bp.post("/kernel-trainings")
 def submit_kernel_training() -> Response:
     training = parse_body(KernelTrainingRequest, runtime().limits)
     return _submit("kernel_training", training, epochs=training.epochs)
+
+
+@bp.get("/kernels")
+def list_kernels() -> Response:
+    """The named kernels the web page and the CLI offer (the seed's edge detector, Sobel, Laplacian, box blur)."""
+    return json_response({"kernels": [{"name": name, **kernel._asdict()} for name, kernel in KERNELS.items()]})
 
 
 @bp.get("/jobs")
@@ -61,11 +75,36 @@ def get_job(job_id: str) -> Response:
 @bp.get("/jobs/<job_id>/loss")
 def get_loss(job_id: str) -> Response:
     since = _query("since", _whole_number(0, 999_999_999), 0, "a whole number of epochs (0 or more)")
-    page = _existing(job_id, runtime().store.losses(_parse_id(job_id), since, g.caller))
-    if page.pop("kind") != "kernel_training":
-        raise _not_found(job_id, "is a correlation: only kernel trainings have a loss history")
-    headers = None if page["status"] in FINISHED else {"Retry-After": str(POLL_AFTER_SECONDS)}
-    return json_response(page, headers=headers)
+    page = _loss_page(job_id, since)
+    return json_response(page, headers=_retry_unless_finished(page["status"]))
+
+
+@bp.get("/jobs/<job_id>/loss.<any(svg, png):image_format>")
+def get_loss_chart(job_id: str, image_format: str) -> Response:
+    """The loss curve so far, drawn; ?scale=log for a log scale."""
+    scale = _query("scale", _one_of(("linear", "log")), "linear", "linear or log")
+    page = _loss_page(job_id, 0)
+    from api import pictures  # matplotlib: imported only by processes that draw
+
+    chart = pictures.loss_chart(page["losses"], scale == "log", image_format)
+    mimetype = "image/svg+xml" if image_format == "svg" else "image/png"
+    return Response(chart, mimetype=mimetype, headers=_retry_unless_finished(page["status"]))
+
+
+@bp.get("/jobs/<job_id>/output.png")
+def get_output_image(job_id: str) -> Response:
+    """A finished correlation's output as an image: grey for unsigned outputs, a blue-white-red map for signed ones."""
+    job = _existing(job_id, runtime().store.get(_parse_id(job_id), g.caller))
+    if job["kind"] != "correlation":
+        raise _not_found(job_id, "is a kernel training: only correlations have an output image")
+    if job["status"] != "succeeded":
+        detail = f"job {job_id!r} is {job['status']}: only a succeeded correlation has an output image"
+        problem = Problem(type="/problems/no-output", title="Conflict", status=409, detail=detail)
+        raise ProblemError(problem, _retry_unless_finished(job["status"]))
+    from api import pictures  # matplotlib: imported only by processes that draw
+
+    output = to_array(orjson.loads(orjson.dumps(job["result"]))["output"])  # the stored result, in either form
+    return Response(pictures.output_png(output), mimetype="image/png")
 
 
 @bp.get("/jobs/<job_id>/events")
@@ -142,11 +181,20 @@ def _preferred_wait(cap: int) -> int | None:
     return min(int(match.group(1)), cap) if match else None
 
 
+def _loss_page(job_id: str, since: int) -> dict:
+    page = _existing(job_id, runtime().store.losses(_parse_id(job_id), since, g.caller))
+    if page.pop("kind") != "kernel_training":
+        raise _not_found(job_id, "is a correlation: only kernel trainings have a loss history")
+    return page
+
+
 def _job_response(job: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    headers = dict(headers or {})
-    if job["status"] not in FINISHED:
-        headers["Retry-After"] = str(POLL_AFTER_SECONDS)
-    return json_response(job, status, headers)
+    return json_response(job, status, (headers or {}) | _retry_unless_finished(job["status"]))
+
+
+def _retry_unless_finished(status: str) -> dict[str, str]:
+    """Retry-After for an unfinished job, telling a poller when to ask again."""
+    return {} if status in FINISHED else {"Retry-After": str(POLL_AFTER_SECONDS)}
 
 
 def _query(name: str, parse, default, expected: str):

@@ -225,3 +225,16 @@ def test_the_interactive_docs_work_offline(client):
     assert document["openapi"] == "3.1.0" and "Problem" in document["components"]["schemas"]
     headers = {p["name"] for p in document["paths"]["/v1/correlations"]["post"]["parameters"]}
     assert headers == {"Idempotency-Key", "Prefer"}
+
+
+def test_every_v1_route_and_method_is_in_the_openapi_document(app, client):
+    documented = client.get("/openapi.json").get_json()["paths"]
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/v1"):
+            continue
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        formats = re.search(r"<any\(([^)]*)\):\w+>", rule.rule)
+        choices = [] if formats is None else [choice.strip() for choice in formats.group(1).split(",")]
+        for concrete in [path.replace(formats.group(0), choice) for choice in choices] if formats else [path]:
+            methods = rule.methods - {"HEAD", "OPTIONS"}
+            assert methods <= {method.upper() for method in documented.get(concrete, {})}, concrete
