@@ -7,7 +7,6 @@ module only lays the routes, parameters, headers and responses around it.
 from pydantic.json_schema import models_json_schema
 
 from api.events import EVENT_ID
-from shared.arrays import MATRIX_SCHEMA
 from shared.schemas import (
     JOB_STATUSES,
     CorrelationRequest,
@@ -76,6 +75,7 @@ _SSE_EVENT = {
     },
     "required": ["id", "event", "data"],
 }
+_ROWS = {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
 _KERNELS = {
     "type": "object",
     "properties": {
@@ -83,7 +83,7 @@ _KERNELS = {
             "type": "array",
             "items": {
                 "type": "object",
-                "properties": {"name": {"type": "string"}, "label": {"type": "string"}, "matrix": MATRIX_SCHEMA},
+                "properties": {"name": {"type": "string"}, "label": {"type": "string"}, "matrix": _ROWS},
                 "required": ["name", "label", "matrix"],
             },
         }
