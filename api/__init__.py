@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from api import access, docs, health, problems, telemetry, v1
+from api import access, docs, health, problems, telemetry, v1, web
 from api.runtime import Runtime
 from shared.jobstore import JobStore
 from shared.logs import configure_logging
@@ -28,4 +28,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(v1.bp)
     app.register_blueprint(docs.bp)
+    app.register_blueprint(web.bp)
     return app

@@ -1,0 +1,29 @@
+"""The web page at /: plain HTML, CSS and JavaScript modules from api/static/app (no build step, works offline)."""
+
+from pathlib import Path
+
+from flask import Blueprint, Response, send_from_directory
+
+bp = Blueprint("web", __name__)
+
+PAGE_DIRECTORY = Path(__file__).parent / "static" / "app"
+
+# Scripts, styles and fetches only from this origin, never inline; images also from blob: URLs (results).
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "img-src 'self' blob: data:",
+        "style-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+
+@bp.get("/")
+def index() -> Response:
+    response = send_from_directory(PAGE_DIRECTORY, "index.html", max_age=0)
+    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+    return response

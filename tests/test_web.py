@@ -1,0 +1,281 @@
+"""The web page at /, in a real browser (the system's Chromium, driven by Playwright) against the live stack.
+
+Each scenario keeps a full-page screenshot in test-artifacts/screenshots/, and fails on any console error
+(a script error, a refused Content-Security-Policy, a file that did not load) it did not expect.
+"""
+
+import re
+import shutil
+from dataclasses import dataclass, field
+
+import pytest
+import requests
+from PIL import Image
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, Route, expect, sync_playwright
+
+from tests.seed import K_2X2, X_3X3, Y_3X3
+from tests.support import REPO
+
+SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+# Enough epochs that the training lasts a second or more: its events then stream in over many chunks.
+EPOCHS = 5000
+# Records every point count the loss chart shows, in the page, so the test sees each step of its growth.
+RECORD_POINT_COUNTS = """() => {
+  window.pointCounts = [];
+  new MutationObserver((changes) => {
+    for (const change of changes) window.pointCounts.push(Number(change.target.dataset.points));
+  }).observe(document.body, { subtree: true, attributeFilter: ["data-points"] });
+}"""
+# Form controls without a <label> (hidden ones too: a choice shows them), and buttons without a name.
+UNLABELLED_CONTROLS = """() => [
+  ...[...document.querySelectorAll("input, select, textarea")].filter((control) => control.labels.length === 0),
+  ...[...document.querySelectorAll("button")].filter((button) => !button.textContent.trim()),
+].map((control) => control.outerHTML)"""
+
+
+@dataclass
+class Visit:
+    """The page, open at /, and what went wrong in it: console errors, uncaught exceptions, static files not loaded."""
+
+    page: Page
+    problems: list[str] = field(default_factory=list)
+
+    def section(self, name: str):
+        return self.page.get_by_role("region", name=name, exact=True)
+
+    def screenshot(self, name: str) -> None:
+        self.page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
+
+    def assert_no_problems(self, expected: str | None = None) -> None:
+        """No problem but those matching the regular expression `expected`."""
+        unexpected = [problem for problem in self.problems if expected is None or not re.search(expected, problem)]
+        assert unexpected == []
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = shutil.which("chromium")
+    assert executable, "the browser tests drive the system's Chromium: run bin/install-chromium"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def visit(browser: Browser, live_stack):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(base_url=live_stack.url, viewport={"width": 1280, "height": 900})
+    opened = Visit(context.new_page())
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            opened.problems.append(f"console: {message.text}")
+
+    def on_response(response: Response) -> None:
+        if "/static/" in response.url and response.status not in (200, 304):  # 304: revalidated on a reload
+            opened.problems.append(f"{response.status} for {response.url}")
+
+    opened.page.on("console", on_console)
+    opened.page.on("pageerror", lambda error: opened.problems.append(f"uncaught: {error}"))
+    opened.page.on("response", on_response)
+    opened.page.goto("/")
+    yield opened
+    context.close()
+
+
+def test_the_page_is_served_with_a_strict_content_security_policy(live_stack):
+    response = requests.get(f"{live_stack.url}/", timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    policy = response.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "style-src 'self'" in policy and "unsafe" not in policy
+    assert "<script>" not in response.text  # every script is a module file: no inline code
+
+
+def test_the_page_loads_every_file_it_needs(visit):
+    loaded = {request.split("/static/", 1)[1] for request in _static_requests(visit.page)}
+    modules = {f"app/{name}.js" for name in ("app", "api", "fields", "heatmap", "jobs", "losschart")}
+    styles = {"app/style.css", "vendor/uplot-1.6.32/uPlot.min.css"}
+    assert modules | styles | {"vendor/uplot-1.6.32/uPlot.esm.js"} <= loaded
+    # The presets of GET /v1/kernels are offered, so the modules ran against the API.
+    expect(visit.page.get_by_label("Kernel preset").locator("option")).to_have_count(7)
+    unlabelled = visit.page.evaluate(UNLABELLED_CONTROLS)
+    assert unlabelled == []
+    visit.screenshot("page")
+    visit.assert_no_problems()
+
+
+def test_runs_the_seed_3x3_example_and_shows_the_output_heatmap(visit):
+    correlation = visit.section("Correlation")
+    correlation.get_by_label("Input matrix").fill(str(X_3X3))
+    correlation.get_by_label("Kernel", exact=True).fill(str(K_2X2))
+    correlation.get_by_role("button", name="Run correlation").click()
+    output = correlation.locator("figure", has_text="Output")
+    expect(output.locator("td")).to_have_text([f"{value:g}" for row in Y_3X3 for value in row])
+    expect(output).to_contain_text("min 19")
+    expect(output).to_contain_text("max 43")
+    expect(output.locator("td").first).to_have_attribute("title", "row 0, column 0: 19")
+    expect(correlation.get_by_role("status")).to_contain_text("succeeded")
+    visit.screenshot("seed-3x3-correlation")
+    visit.assert_no_problems()
+
+
+def test_trains_the_seed_edge_kernel_with_a_growing_loss_curve(visit):
+    training = visit.section("Kernel training")
+    training.get_by_role("button", name="Seed's edge example").click()
+    training.get_by_label("Epochs").fill(str(EPOCHS))
+    visit.page.evaluate(RECORD_POINT_COUNTS)
+    training.get_by_role("button", name="Train kernel").click()
+    learned = training.locator("figure", has_text="Learned kernel")
+    expect(learned).to_be_visible(timeout=60_000)
+    expect(training.locator(".plot")).to_have_attribute("data-points", str(EPOCHS))
+    counts = visit.page.evaluate("window.pointCounts")
+    assert counts == sorted(counts) and counts[-1] == EPOCHS
+    assert len({count for count in counts if 0 < count < EPOCHS}) >= 3, f"the curve did not grow: {counts}"
+    assert [float(cell) for cell in learned.locator("td").all_text_contents()] == pytest.approx([1, -1], abs=0.05)
+    expect(training.locator("figure", has_text="True kernel").locator("td")).to_have_text(["1", "-1"])
+    expect(training.locator(".progress")).to_contain_text(f"Finished: {EPOCHS} epochs, loss")
+    training.get_by_label("Log scale").check()
+    expect(training.locator(".plot")).to_have_attribute("data-points", str(EPOCHS))
+    expect(training.locator(".plot .u-axis")).not_to_have_count(0)
+    visit.screenshot("seed-edge-training")
+    visit.assert_no_problems()
+
+
+def test_correlates_an_uploaded_png_and_shows_the_output_image(visit, tmp_path):
+    square = tmp_path / "square.png"
+    image = Image.new("L", (40, 30), 0)
+    image.paste(255, (12, 8, 28, 22))  # a white square on black
+    image.save(square)
+    correlation = visit.section("Correlation")
+    correlation.get_by_label("Image (PNG or JPEG)").check()
+    correlation.get_by_label("Image", exact=True).set_input_files(square)
+    correlation.get_by_label("Kernel preset").select_option(label="Vertical edges, the seed's [1, -1]")
+    expect(correlation.get_by_label("Kernel", exact=True)).to_have_value("[[1, -1]]")
+    correlation.get_by_role("button", name="Run correlation").click()
+    output = correlation.get_by_role("img", name=re.compile("^Output image"))
+    expect(output).to_be_visible(timeout=30_000)
+    expect(output).to_have_accessible_name("Output image, 30 × 39")
+    for picture in (output, correlation.get_by_role("img", name="Input image")):
+        picture.evaluate("image => image.decode()")
+        assert picture.evaluate("image => image.naturalWidth") > 0
+    visit.screenshot("image-correlation")
+    visit.assert_no_problems()
+
+
+def test_shows_the_api_error_for_a_ragged_matrix_at_the_input_field(visit, live_stack):
+    ragged = [[1, 2], [3]]
+    refusal = requests.post(f"{live_stack.url}/v1/correlations", json={"input": ragged, "kernel": [[1]]}, timeout=10)
+    assert refusal.status_code == 422
+    (error,) = refusal.json()["errors"]
+    assert error["loc"] == "/input/1"
+    correlation = visit.section("Correlation")
+    matrix = correlation.get_by_label("Input matrix")
+    matrix.fill(str(ragged))
+    correlation.get_by_label("Kernel", exact=True).fill("[[1]]")
+    correlation.get_by_role("button", name="Run correlation").click()
+    expect(matrix).to_have_attribute("aria-invalid", "true")
+    expect(matrix).to_have_accessible_description(re.compile(re.escape(error["msg"])))
+    described_by = matrix.get_attribute("aria-describedby").split()
+    messages = [visit.page.locator(f"#{id}").text_content() for id in described_by]
+    assert any(error["msg"] in message for message in messages)
+    expect(visit.page.locator(f"#{described_by[-1]}")).to_have_attribute("role", "alert")
+    expect(matrix).to_be_focused()
+    visit.screenshot("ragged-input-error")
+    visit.assert_no_problems(expected="status of 422")  # the browser logs the refused request
+
+
+def test_shows_a_json_syntax_error_at_its_field_without_sending_it(visit):
+    sent = []
+    visit.page.on(
+        "request", lambda request: sent.append(request.url) if "/v1/kernel-trainings" in request.url else None
+    )
+    training = visit.section("Kernel training")
+    training.get_by_role("button", name="Seed's edge example").click()
+    kernel = training.get_by_label("True kernel", exact=True)
+    kernel.fill("[[1, -1]")
+    training.get_by_role("button", name="Train kernel").click()
+    expect(kernel).to_have_accessible_description(re.compile("not valid JSON"))
+    expect(kernel).to_have_attribute("aria-invalid", "true")
+    assert sent == []
+    visit.screenshot("json-syntax-error")
+    kernel.fill("[[1, -1]]")
+    training.get_by_role("button", name="Train kernel").click()
+    expect(training.get_by_role("status")).to_contain_text("succeeded")
+    expect(kernel).not_to_have_attribute("aria-invalid", "true")
+    assert len(sent) == 1
+    visit.assert_no_problems()
+
+
+def test_resumes_a_cut_event_stream_from_its_last_event_id(visit):
+    resumed_after = []
+
+    def cut_the_first_stream(route: Route) -> None:
+        if resumed_after:
+            resumed_after.append(route.request.header_value("Last-Event-ID"))
+            route.continue_()
+            return
+        resumed_after.append(None)
+        whole = route.fetch().text()  # the job is short: its stream ends with the status event at once
+        first_events = "\n\n".join(whole.split("\n\n")[:4]) + "\n\n"  # `retry:`, then epochs 1 to 3
+        route.fulfill(status=200, content_type="text/event-stream", body=first_events)
+
+    visit.page.route("**/v1/jobs/*/events", cut_the_first_stream)
+    training = visit.section("Kernel training")
+    training.get_by_role("button", name="Seed's edge example").click()
+    training.get_by_role("button", name="Train kernel").click()
+    expect(training.locator("figure", has_text="Learned kernel")).to_be_visible()
+    assert resumed_after == [None, "3-0"]
+    expect(training.locator(".plot")).to_have_attribute("data-points", "10")  # every epoch once: none lost or doubled
+    visit.assert_no_problems()
+
+
+def test_sends_the_api_key_as_a_bearer_token_and_keeps_it_for_the_tab(visit):
+    key = visit.page.get_by_label("API key (optional)")
+    key.fill("a-test-key")
+    key.press("Tab")
+    sent = {}
+
+    def record(request: Request) -> None:
+        if "/v1/" in request.url:
+            sent[f"{request.method} {request.url.split('/v1/', 1)[1]}"] = request.header_value("Authorization")
+
+    visit.page.on("request", record)
+    visit.section("Correlation").get_by_role("button", name="Run correlation").click()
+    expect(visit.section("Correlation").get_by_role("status")).to_contain_text("succeeded")
+    assert {"POST correlations", "GET jobs?limit=20"} <= set(sent)
+    assert any(request.endswith("/events") for request in sent)  # the stream too: why it is not an EventSource
+    assert set(sent.values()) == {"Bearer a-test-key"}
+    visit.page.reload()
+    expect(key).to_have_value("a-test-key")
+    visit.assert_no_problems()
+
+
+def test_cancels_a_running_training_from_the_job_list(visit):
+    training = visit.section("Kernel training")
+    training.get_by_role("button", name="Seed's edge example").click()
+    training.get_by_label("Epochs").fill("10000")  # seconds of work: time to cancel it
+    training.get_by_role("button", name="Train kernel").click()
+    cancel = visit.section("Recent jobs").get_by_role("button", name=re.compile("^Cancel job"))
+    cancel.first.click()
+    expect(training.get_by_role("status")).to_contain_text("cancelled")
+    expect(visit.section("Recent jobs").locator("tbody tr").first).to_contain_text("cancelled")
+    expect(cancel).to_have_count(0)
+    visit.screenshot("cancelled-training")
+    visit.assert_no_problems()
+
+
+def _static_requests(page: Page) -> list[str]:
+    """The static files the page loaded (from the browser's resource timing)."""
+    entries = page.evaluate("performance.getEntriesByType('resource').map((entry) => entry.name)")
+    return [entry for entry in entries if "/static/" in entry]
