@@ -1,0 +1,251 @@
+"""A typed client of convq's HTTP API v1, on httpx: one method per route."""
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from client.errors import ApiError, ServerUnreachable
+from client.events import Retry, parse
+from client.matrices import MatrixLike, to_wire
+from client.models import Event, Job, LossPage, NamedKernel, Problem, ProgressEvent, StatusEvent
+
+Pair = int | tuple[int, int] | list[int]
+
+# The server sends a comment every 15 s on a quiet event stream; a read that waits longer means it is gone.
+STREAM_READ_TIMEOUT = 60.0
+MAX_PAGE = 100
+
+
+class Client:
+    """convq's API at `base_url`; `api_key` is sent as a bearer token. Use as a context manager, or close()."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0):
+        headers = {"User-Agent": "convq-client/0.1"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def correlate(
+        self,
+        input: MatrixLike,
+        kernel: MatrixLike,
+        *,
+        padding: Pair | None = None,
+        stride: Pair | None = None,
+        bias: float | None = None,
+        result_format: str | None = None,
+        wait: int | None = None,
+    ) -> Job:
+        """Submit a cross-correlation; with `wait`, the server holds the answer up to that many seconds for the end."""
+        body = {"input": to_wire(input), "kernel": to_wire(kernel), "padding": padding, "stride": stride}
+        body |= {"bias": bias, "result_format": result_format}
+        return self._submit("/v1/correlations", _given(body), wait)
+
+    def correlate_image(
+        self,
+        image: str | Path | bytes,
+        kernel: MatrixLike | str,
+        *,
+        padding: Pair | None = None,
+        stride: Pair | None = None,
+        bias: float | None = None,
+        result_format: str | None = None,
+        wait: int | None = None,
+    ) -> Job:
+        """Correlate a PNG or JPEG image (a path, or its bytes) as a grayscale matrix in [0, 1] with `kernel`.
+
+        `kernel` may be a matrix or the name of one of kernels(); output_png() draws the output.
+        """
+        name, content = ("image", image) if isinstance(image, bytes) else (Path(image).name, Path(image).read_bytes())
+        fields = {"kernel": to_wire(kernel), "padding": padding, "stride": stride, "bias": bias}
+        fields |= {"result_format": result_format}
+        # The form's fields hold JSON, but for plain text: a kernel's name, and result_format.
+        form = {key: value if isinstance(value, str) else json.dumps(value) for key, value in _given(fields).items()}
+        files = {"image": (name, content, "application/octet-stream")}
+        return Job.from_json(self._request("POST", "/v1/correlations", data=form, files=files, headers=_prefer(wait)))
+
+    def train(
+        self,
+        input: MatrixLike,
+        *,
+        target: MatrixLike | None = None,
+        target_kernel: MatrixLike | None = None,
+        kernel_size: Pair | None = None,
+        lr: float | None = None,
+        epochs: int | None = None,
+        bias: bool | None = None,
+        seed: int | None = None,
+        result_format: str | None = None,
+        wait: int | None = None,
+    ) -> Job:
+        """Submit a kernel training: give `target` and `kernel_size`, or `target_kernel`; None means the default."""
+        body = {
+            "input": to_wire(input),
+            "target": None if target is None else to_wire(target),
+            "target_kernel": None if target_kernel is None else to_wire(target_kernel),
+            "kernel_size": kernel_size,
+            "lr": lr,
+            "epochs": epochs,
+            "bias": bias,
+            "seed": seed,
+            "result_format": result_format,
+        }
+        return self._submit("/v1/kernel-trainings", _given(body), wait)
+
+    def job(self, job_id: str) -> Job:
+        return Job.from_json(self._request("GET", f"/v1/jobs/{job_id}"))
+
+    def jobs(self, status: str | None = None, kind: str | None = None, limit: int | None = None) -> Iterator[Job]:
+        """Your jobs, newest first, without results: at most `limit` of them (all with None), page after page."""
+        cursor, left = None, limit
+        while left is None or left > 0:
+            params = _given(
+                {"status": status, "kind": kind, "limit": min(left or MAX_PAGE, MAX_PAGE), "cursor": cursor}
+            )
+            page = self._request("GET", "/v1/jobs", params=params)
+            for data in page["jobs"]:
+                yield Job.from_json(data)
+            if left is not None:
+                left -= len(page["jobs"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+    def losses(self, job_id: str, since: int = 0) -> LossPage:
+        """The training's losses of the epochs after `since`."""
+        page = self._request("GET", f"/v1/jobs/{job_id}/loss", params={"since": since})
+        return LossPage(tuple(page["losses"]), page["since"], page["epochs_done"], page["epochs"], page["status"])
+
+    def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[Event]:
+        """The job's events after `last_event_id`: a ProgressEvent per epoch, then one StatusEvent, then the end.
+
+        When the server closes the stream early (it caps each at MAX_STREAM_SECONDS) or the connection
+        drops, this reconnects with Last-Event-ID after the delay the server asked for, losing nothing.
+        """
+        return self._events(job_id, last_event_id, deadline=None)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """The job once it has finished (whatever its status); TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for event in self._events(job_id, None, deadline):
+            if isinstance(event, StatusEvent):
+                return event.job
+        raise AssertionError("an event stream ends with its status event")
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel the job: a queued one never runs, a running training stops within an epoch; returns the job."""
+        return Job.from_json(self._request("DELETE", f"/v1/jobs/{job_id}"))
+
+    def output_png(self, job_id: str) -> bytes:
+        """The output of an image correlation as a PNG."""
+        return self._request("GET", f"/v1/jobs/{job_id}/output.png", raw=True).content
+
+    def loss_svg(self, job_id: str) -> str:
+        """A training's loss curve as an SVG document."""
+        return self._request("GET", f"/v1/jobs/{job_id}/loss.svg", raw=True).text
+
+    def kernels(self) -> list[NamedKernel]:
+        """The named kernels the server offers (the seed's edge detector, Sobel, ...)."""
+        return [NamedKernel(k["name"], k["label"], k["matrix"]) for k in self._request("GET", "/v1/kernels")["kernels"]]
+
+    def health(self) -> dict:
+        """GET /healthz: the API process is alive."""
+        return self._request("GET", "/healthz")
+
+    def ready(self) -> dict:
+        """GET /readyz: Redis and a worker answer; ApiError (503) naming what is missing otherwise."""
+        return self._request("GET", "/readyz")
+
+    def _submit(self, path: str, body: dict, wait: int | None) -> Job:
+        return Job.from_json(self._request("POST", path, json=body, headers=_prefer(wait)))
+
+    def _request(self, method: str, path: str, *, raw: bool = False, **kwargs):
+        """Send a request; its JSON (or the response itself when `raw`), ApiError for 4xx/5xx."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise _unreachable(self.base_url, error) from error
+        _check(response)
+        return response if raw else response.json()
+
+    def _events(self, job_id: str, last_id: str | None, deadline: float | None) -> Iterator[Event]:
+        """The event stream, reconnecting until the status event; TimeoutError once past `deadline`."""
+        retry = Retry()
+        while True:
+            headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": last_id} if last_id else {})
+            read = STREAM_READ_TIMEOUT if deadline is None else max(0.0, deadline - time.monotonic())
+            timeout = httpx.Timeout(self._http.timeout.connect, read=min(read, STREAM_READ_TIMEOUT))
+            try:
+                with self._http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout) as answer:
+                    if answer.is_error:
+                        answer.read()
+                        _check(answer)
+                    for sse in parse(answer.iter_lines(), retry):
+                        last_id = sse.id
+                        event = _event(sse.event, sse.data, sse.id)
+                        if event is not None:
+                            yield event
+                        if isinstance(event, StatusEvent):
+                            return
+                        _check_deadline(job_id, deadline)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as error:
+                raise _unreachable(self.base_url, error) from error
+            except httpx.ReadTimeout as error:
+                _check_deadline(job_id, deadline)
+                raise _unreachable(self.base_url, error) from error
+            except httpx.TransportError:
+                pass  # the connection dropped mid-stream: resume after the last event
+            _check_deadline(job_id, deadline)
+            time.sleep(retry.seconds)
+
+
+def _event(name: str, data: str, event_id: str | None) -> Event | None:
+    """A typed event from an SSE event of the job stream (None for names this client does not know)."""
+    if name == "progress":
+        fields = json.loads(data)
+        return ProgressEvent(event_id or "", fields["epoch"], fields["epochs"], fields["loss"])
+    if name == "status":
+        return StatusEvent(event_id or "", Job.from_json(json.loads(data)))
+    return None
+
+
+def _check(response: httpx.Response) -> None:
+    """Raise ApiError for a 4xx or 5xx answer, with its problem (or one made from its status line)."""
+    if not response.is_error:
+        return
+    try:
+        problem = Problem.from_json(response.json())
+    except (ValueError, KeyError, TypeError):
+        problem = Problem(title=response.reason_phrase, status=response.status_code, detail=response.text[:500])
+    raise ApiError(problem)
+
+
+def _check_deadline(job_id: str, deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise TimeoutError(f"job {job_id} has not finished yet")
+
+
+def _unreachable(base_url: str, error: httpx.TransportError) -> ServerUnreachable:
+    return ServerUnreachable(f"cannot reach the convq API at {base_url}: {error or type(error).__name__}")
+
+
+def _given(fields: dict) -> dict:
+    """The fields that were given (not None): the server applies its defaults to the others."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _prefer(wait: int | None) -> dict[str, str]:
+    return {} if wait is None else {"Prefer": f"wait={wait}"}

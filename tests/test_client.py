@@ -1,0 +1,210 @@
+"""The Python client (client/) against the whole stack over real HTTP: every route, typed answers and errors."""
+
+import io
+from datetime import datetime
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from client import (
+    ApiError,
+    Client,
+    CorrelationResult,
+    Job,
+    ProgressEvent,
+    ServerUnreachable,
+    StatusEvent,
+    TrainingResult,
+)
+from client.events import Retry, ServerSentEvent, parse
+from tests.seed import EDGE_IMAGE, EDGE_KERNEL, EDGES, K_2X2, X_3X3, Y_3X3
+from tests.support import Stack, free_port, wait_until
+from tests.test_operations import parse_metrics
+
+EVENT_REQUESTS = 'convq_http_requests_total{method="GET",route="/v1/jobs/<job_id>/events",status="200"}'
+
+
+def long_training_input() -> np.ndarray:
+    """A 200 x 200 input: with a 5 x 5 kernel, 10,000 epochs take seconds on a CPU."""
+    return (np.add.outer(np.arange(200) * 7, np.arange(200) * 3) % 5).astype(np.float32)
+
+
+def start_long_training(api: Client, epochs: int = 10_000) -> Job:
+    return api.train(long_training_input(), target_kernel=np.ones((5, 5)), lr=1e-8, epochs=epochs)
+
+
+def finished(api: Client, job: Job) -> Job:
+    return job if job.finished else api.wait(job.id, timeout=30)
+
+
+@pytest.fixture
+def api(live_stack):
+    with Client(live_stack.url) as client:
+        yield client
+
+
+def test_the_seed_3x3_example_with_lists(api):
+    job = finished(api, api.correlate(X_3X3, K_2X2, wait=2))
+    assert job.kind == "correlation" and job.status == "succeeded" and job.error is None
+    assert isinstance(job.result, CorrelationResult)
+    assert job.result.output.tolist() == Y_3X3
+    assert isinstance(job.created_at, datetime) and job.created_at <= job.finished_at < job.expires_at
+
+
+@pytest.mark.parametrize("result_format", ["lists", "base64"])
+def test_the_seed_3x3_example_with_numpy_arrays(api, result_format):
+    x = np.array(X_3X3, dtype=np.float64)  # sent as float64, the kernel (integers) as float32
+    job = finished(api, api.correlate(x, np.array(K_2X2, dtype=np.int64), result_format=result_format, wait=2))
+    assert job.result.output.dtype == np.float32
+    np.testing.assert_array_equal(job.result.output, np.array(Y_3X3))
+
+
+def test_padding_stride_and_bias_reach_the_server(api):
+    job = finished(api, api.correlate(np.ones((4, 4)), [[1.0]], padding=1, stride=[2, 3], bias=0.5, wait=2))
+    assert job.result.output.tolist() == [[0.5, 0.5], [0.5, 1.5], [0.5, 1.5]]
+
+
+def test_training_the_edge_kernel_streams_every_epoch_in_order_then_the_status(api):
+    job = api.train(EDGE_IMAGE, target_kernel=EDGE_KERNEL, lr=0.03, epochs=300)
+    assert job.kind == "kernel_training" and job.status in ("queued", "running", "succeeded")
+
+    events = list(api.events(job.id))
+
+    *progress, status = events
+    assert all(isinstance(event, ProgressEvent) for event in progress)
+    assert [event.epoch for event in progress] == list(range(1, 301))
+    assert {event.epochs for event in progress} == {300}
+    assert progress[0].loss > progress[-1].loss
+    assert isinstance(status, StatusEvent) and status.job.status == "succeeded"
+    result = status.job.result
+    assert isinstance(result, TrainingResult) and result.epochs_run == 300 and result.bias is None
+    np.testing.assert_allclose(result.kernel, [[1.0, -1.0]], atol=1e-3)
+    assert result.loss_history[-1] == progress[-1].loss == result.loss
+
+    resumed = list(api.events(job.id, last_event_id=progress[-3].id))
+    assert [event.epoch for event in resumed[:-1]] == [299, 300] and isinstance(resumed[-1], StatusEvent)
+
+    page = api.losses(job.id, since=298)
+    assert page.losses == result.loss_history[298:] and page.epochs_done == page.epochs == 300
+    assert page.status == "succeeded"
+    assert api.loss_svg(job.id).lstrip().startswith("<?xml") and "<svg" in api.loss_svg(job.id)
+
+
+def test_a_failed_job_is_a_job_with_a_problem_not_an_exception(api):
+    job = api.wait(api.train(EDGE_IMAGE, target_kernel=EDGE_KERNEL, lr=1e6, epochs=50).id, timeout=30)
+    assert job.status == "failed" and job.result is None
+    assert job.error.title == "Training diverged" and "lr" in job.error.detail
+
+
+def test_a_bad_request_raises_api_error_with_the_problems_locations(api):
+    with pytest.raises(ApiError) as refused:
+        api.correlate([[1.0, 2.0], [3.0]], K_2X2)
+    problem = refused.value.problem
+    assert refused.value.status == problem.status == 422 and problem.title == "Invalid request"
+    assert [fault.loc for fault in problem.errors] == ["/input/1"]
+    assert "same length" in problem.errors[0].msg
+
+    with pytest.raises(ApiError) as refused:
+        api.train(EDGE_IMAGE, target=EDGES, target_kernel=EDGE_KERNEL)
+    assert refused.value.problem.errors[0].loc == "/target"
+
+    with pytest.raises(ApiError) as unknown:
+        api.job("00000000-0000-0000-0000-000000000000")
+    assert unknown.value.status == 404 and unknown.value.problem.errors == ()
+
+
+def test_an_unreachable_server_raises_server_unreachable():
+    with Client(f"http://127.0.0.1:{free_port()}") as nobody, pytest.raises(ServerUnreachable):
+        nobody.health()
+
+
+def test_cancel_stops_a_running_training_and_wait_times_out_before(api):
+    job = start_long_training(api)
+    with pytest.raises(TimeoutError):
+        api.wait(job.id, timeout=0.5)
+    cancelled = api.cancel(job.id)
+    assert cancelled.id == job.id and cancelled.status in ("queued", "running", "cancelled")
+    assert api.wait(job.id, timeout=30).status == "cancelled"
+    assert api.job(job.id).status == "cancelled"
+
+
+def test_jobs_lists_newest_first_and_follows_the_cursor_past_a_page(api):
+    submitted = [api.correlate([[float(n)]], [[1.0]]).id for n in range(103)]  # a page holds at most 100
+    listed = [job.id for job in api.jobs(kind="correlation", limit=103)]
+    assert listed == submitted[::-1]
+    assert all(job.result is None for job in api.jobs(limit=3))
+    assert len(list(api.jobs(limit=2))) == 2
+    api.wait(submitted[-1], timeout=30)
+    assert all(job.status == "succeeded" for job in api.jobs(status="succeeded", kind="correlation", limit=5))
+
+
+def test_an_image_correlation_and_its_output_png(api):
+    pixels = np.zeros((10, 16), dtype=np.uint8)
+    pixels[:, 6:11] = 255  # a white stripe
+    png = io.BytesIO()
+    Image.fromarray(pixels).save(png, format="PNG")
+
+    job = finished(api, api.correlate_image(png.getvalue(), "edge", wait=2))  # a kernel's name
+    assert job.status == "succeeded"
+    assert job.result.output.shape == (10, 15)
+    assert job.result.output[0, 5] == -1.0 and job.result.output[0, 10] == 1.0
+
+    image = Image.open(io.BytesIO(api.output_png(job.id)))
+    assert image.format == "PNG" and image.size == (15, 10)
+
+
+def test_kernels_health_and_readiness(api):
+    kernels = {kernel.name: kernel for kernel in api.kernels()}
+    assert kernels["edge"].matrix == EDGE_KERNEL and "sobel-x" in kernels
+    assert api.health() == {"status": "ok"}
+    assert api.ready()["status"] == "ready"
+
+
+@pytest.fixture(scope="module")
+def strict_stack(tmp_path_factory):
+    """A stack with API keys, whose event streams close after 1 s: following a training takes several."""
+    started = Stack(tmp_path_factory.mktemp("strict"), MAX_STREAM_SECONDS="1", API_KEYS='{"alice": "alice-key"}')
+    yield started
+    started.stop()
+
+
+def test_the_api_key_is_sent_as_a_bearer_token(strict_stack):
+    with Client(strict_stack.url) as anonymous, pytest.raises(ApiError) as refused:
+        anonymous.kernels()
+    assert refused.value.status == 401
+    with Client(strict_stack.url, api_key="alice-key") as alice:
+        assert alice.kernels() and list(alice.jobs()) == []
+
+
+def test_events_reconnect_with_last_event_id_when_the_server_ends_a_stream(strict_stack):
+    with Client(strict_stack.url, api_key="alice-key") as api:
+        job = start_long_training(api, epochs=6000)
+        events = list(api.events(job.id))
+
+    *progress, status = events
+    assert [event.epoch for event in progress] == list(range(1, 6001))  # nothing lost, nothing twice
+    assert isinstance(status, StatusEvent) and status.job.status == "succeeded"
+    metrics = wait_until(lambda: requests.get(f"{strict_stack.url}/metrics", timeout=5).text, 5, "metrics")
+    assert parse_metrics(metrics)[EVENT_REQUESTS] >= 2, "the training outlived a stream: the client reconnected"
+
+
+def test_the_sse_parser_follows_the_standard():
+    lines = [
+        "retry: 2500",
+        "",
+        ": keep-alive",
+        "",
+        "id: 7-0",
+        "event: progress",
+        "data: {",
+        "data:}",
+        "",
+        "data: x",
+        "",
+    ]
+    retry = Retry()
+    events = list(parse(lines, retry))
+    assert retry.seconds == 2.5
+    assert events == [ServerSentEvent("progress", "{\n}", "7-0"), ServerSentEvent("message", "x", "7-0")]
