@@ -3,6 +3,7 @@
 import base64
 import json
 import math
+import re
 import time
 
 import pytest
@@ -171,6 +172,8 @@ def test_a_diverging_training_fails_with_an_actionable_error_and_no_nan(client):
     page = client.get(f"/v1/jobs/{job['id']}/loss")
     assert all(math.isfinite(loss) for loss in page.get_json()["losses"])
     assert b"NaN" not in page.get_data() and b"Infinity" not in page.get_data()
+    diverged_at = int(re.search(r"diverged at epoch (\d+)", job["error"]["detail"]).group(1))
+    assert job["progress"]["epoch"] == len(page.get_json()["losses"]) == diverged_at - 1  # every finite epoch kept
 
 
 def test_unfinished_jobs_say_when_to_ask_again_and_finished_ones_do_not(client):

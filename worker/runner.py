@@ -69,10 +69,9 @@ def run_job(job_id: str, request_model: type[BaseModel], compute: Compute) -> No
 def _run(store: JobStore, attempt: Attempt, request: BaseModel, compute: Compute) -> None:
     job_id = attempt.job_id
     started = time.monotonic()
+    recorder = EpochRecorder(store, attempt)
     try:
-        recorder = EpochRecorder(store, attempt)
         result = compute(request, device(), recorder)
-        recorder.flush()  # the last losses, before the result that they lead to
     except RedisUnavailable:
         raise
     except TrainingDiverged as error:
@@ -88,8 +87,10 @@ def _run(store: JobStore, attempt: Attempt, request: BaseModel, compute: Compute
         detail = f"the worker failed unexpectedly while running job {job_id}; its log has the details"
         problem = Problem(type="/problems/internal-error", title="Internal error", status=500, detail=detail)
     else:
+        recorder.flush()  # the last losses, before the result that they lead to
         status = store.succeed(attempt, result, time.monotonic() - started)
         log.info("attempt %d ended: %s", attempt.number, status or "superseded by a later attempt")
         return
     log.info("attempt %d failed: %s", attempt.number, problem.detail)
+    recorder.flush()  # the epochs that ran before the failure
     store.fail(job_id, attempt, problem, time.monotonic() - started)
