@@ -19,7 +19,10 @@ SIGNED_MAP = colormaps["RdBu_r"]
 
 
 def output_png(output: np.ndarray) -> bytes:
-    """`output` as a PNG, one pixel per element, scaled to the full range of its colour map."""
+    """`output` as a PNG, one pixel per element, scaled to the full range of its colour map.
+
+    The channels of an O x oh x ow output stand side by side on one scale, a white column apart.
+    """
     low, high = float(output.min()), float(output.max())
     if low < 0 < high:
         bound = max(-low, high)
@@ -28,6 +31,9 @@ def output_png(output: np.ndarray) -> bytes:
         span = high - low
         scaled = (output - low) / span if span > 0 else np.zeros_like(output)
         colours = UNSIGNED_MAP(scaled, bytes=True)[..., 0]  # grey: one channel holds it all
+    if output.ndim == 3:
+        separator = np.full((colours.shape[1], 1, *colours.shape[3:]), 255, dtype=np.uint8)
+        colours = np.concatenate([part for channel in colours for part in (channel, separator)][:-1], axis=1)
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(colours)).save(buffer, format="PNG")
     return buffer.getvalue()

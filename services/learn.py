@@ -31,6 +31,7 @@ class LearnedKernel:
     bias: float | None  # None when no bias was learned
     losses: list[float]  # losses[i - 1] is the loss of epoch i's forward pass
     stopped_early: bool  # on_epoch asked to stop before the last epoch
+    converged: bool = False  # the last loss is below the tolerance
 
     @property
     def epochs_run(self) -> int:
@@ -46,6 +47,7 @@ def learn_kernel(
     epochs: int = 20,
     bias: bool = False,
     seed: int = 0,
+    tolerance: float | None = None,
     on_epoch: EpochCallback | None = None,
     device: torch.device | None = None,
 ) -> LearnedKernel:
@@ -55,14 +57,14 @@ def learn_kernel(
     with the gradient in closed form rather than by autograd: the seed's numbers up to float rounding,
     many times faster.
     The initial kernel is the seed's Conv2D's, drawn on the CPU from `seed`, so equal requests give
-    equal results on any device. Raises TrainingDiverged when a loss is not finite.
+    equal results on any device. Stops after the first epoch whose loss is below `tolerance`, if given.
+    Raises TrainingDiverged when a loss is not finite.
     """
     device = device or X.device
     kernel = Conv2D(kernel_size, generator=torch.Generator().manual_seed(seed)).weight.detach().to(device)
     offset = torch.zeros((), device=device)
     error = SquaredError(X.to(device), Y.to(device), kernel_size)
     losses: list[float] = []
-    stopped_early = False
     for epoch in range(1, epochs + 1):
         loss, kernel_grad, offset_grad = error.loss_and_gradients(kernel, offset)
         kernel -= lr * kernel_grad
@@ -72,12 +74,23 @@ def learn_kernel(
         if not math.isfinite(value):
             raise TrainingDiverged(epoch, f"loss became {value}", lr)
         losses.append(value)
-        if on_epoch is not None and on_epoch(epoch, value) and epoch < epochs:
-            stopped_early = True
+        asked_to_stop = on_epoch is not None and on_epoch(epoch, value)
+        if asked_to_stop or converged(losses, tolerance):
             break
     if not (torch.isfinite(kernel).all() and torch.isfinite(offset)):
         raise TrainingDiverged(len(losses), "the kernel became inf or NaN", lr)
-    return LearnedKernel(kernel.cpu(), offset.item() if bias else None, losses, stopped_early)
+    return LearnedKernel(
+        kernel.cpu(),
+        offset.item() if bias else None,
+        losses,
+        stopped_early=asked_to_stop and len(losses) < epochs,
+        converged=converged(losses, tolerance),
+    )
+
+
+def converged(losses: list[float], tolerance: float | None) -> bool:
+    """The last epoch's loss is below the tolerance (the training may stop)."""
+    return tolerance is not None and bool(losses) and losses[-1] < tolerance
 
 
 class SquaredError:

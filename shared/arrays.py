@@ -1,11 +1,12 @@
-"""Matrices on the wire: nested JSON lists or base64 arrays, validated into float32 numpy arrays.
+"""Arrays on the wire: nested JSON lists or base64 arrays, validated into float32 numpy arrays.
 
-A matrix arrives either as rows of numbers, `[[1, 2], [3, 4]]`, or as
+An array (a matrix, or one with channels: C x H x W, O x C x kh x kw) arrives
+either as nested lists of numbers, `[[1, 2], [3, 4]]`, or as
 `{"shape": [h, w], "dtype": "float32", "data": "<base64, little-endian, row-major>"}`
 (dtype float32 or float64). Either way it becomes a C-contiguous float32 array,
 checked without Python work per element (pydantic-core and numpy do the loops),
 and every fault carries its location (`/input/3/1`, `/input/data`). Stored and
-queued, a matrix is always in the base64 form: a worker decodes it in
+queued, an array is always in the base64 form: a worker decodes it in
 microseconds instead of parsing a million numbers again.
 """
 
@@ -14,48 +15,100 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import orjson
 import pybase64
-from annotated_types import Ge, MinLen
+from annotated_types import Ge, MaxLen, MinLen
 from pydantic import BaseModel, ConfigDict, StrictStr, TypeAdapter
 
 from shared.jsontypes import FLOAT32_MAX, Integer, Number, fault, invalid
 
 DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
-_Rows = TypeAdapter(Annotated[list[Annotated[list[Number], MinLen(1)]], MinLen(1)])
+MAX_DIMENSIONS = 4
+
+
+def _nested(dimensions: int) -> TypeAdapter:
+    """Non-empty lists nested `dimensions` deep around strict float32 numbers."""
+    element: Any = Number
+    for _ in range(dimensions):
+        element = Annotated[list[element], MinLen(1)]
+    return TypeAdapter(element)
+
+
+_NESTED = {dimensions: _nested(dimensions) for dimensions in range(2, MAX_DIMENSIONS + 1)}
 
 
 class Base64Array(BaseModel):
-    """The base64 form of a matrix."""
+    """The base64 form of an array."""
 
     model_config = ConfigDict(extra="forbid")
 
-    shape: tuple[Annotated[Integer, Ge(1)], Annotated[Integer, Ge(1)]]
+    shape: Annotated[list[Annotated[Integer, Ge(1)]], MinLen(2), MaxLen(MAX_DIMENSIONS)]
     dtype: Literal["float32", "float64"] = "float32"
     data: StrictStr
 
 
-def to_array(value: Any, max_elements: int | None = None) -> np.ndarray:
-    """Validate a matrix in either form into a float32 (h, w) array; raise ValidationError pointing at the fault."""
+def to_array(value: Any, max_elements: int | None = None, dimensions: tuple[int, ...] = (2,)) -> np.ndarray:
+    """Validate an array in either form into float32 with one of `dimensions`; raise ValidationError at the fault."""
     if isinstance(value, dict):
         spec = Base64Array.model_validate(value)
+        if len(spec.shape) not in dimensions:
+            raise _wrong_dimensions(len(spec.shape), dimensions, ("shape",))
         _check_size(spec.shape, max_elements)
         return _decode(spec)
-    rows = _Rows.validate_python(value)
-    width = len(rows[0])
-    for index, row in enumerate(rows):
-        if len(row) != width:
-            message = (
-                f"row {index} has length {len(row)} but row 0 has length {width}: all rows must be the same length"
-            )
-            raise invalid("Matrix", fault((index,), "ragged_matrix", message))
-    _check_size((len(rows), width), max_elements)
-    return np.array(rows, dtype=np.float32)
+    depth = _depth(value)
+    if depth > dimensions[-1]:
+        raise _wrong_dimensions(depth, dimensions, ())
+    depth = max(depth, dimensions[0])
+    nested = _NESTED[depth].validate_python(value)  # too shallow: fails at the first number where a list belongs
+    shape = _shape(nested, depth)
+    _check_size(shape, max_elements)
+    return np.array(nested, dtype=np.float32)
 
 
-def _check_size(shape: tuple[int, int], max_elements: int | None) -> None:
-    elements = shape[0] * shape[1]
+def _depth(value: Any) -> int:
+    """How deep the first elements nest (the dimensions the array claims)."""
+    depth = 0
+    while isinstance(value, list) and value and depth <= MAX_DIMENSIONS:
+        value, depth = value[0], depth + 1
+    return depth
+
+
+def _shape(nested: list, dimensions: int) -> tuple[int, ...]:
+    """The shape of validated nested lists, refusing ragged ones at the first list whose length differs.
+
+    Python looks at each list, never at each number: the rows are the last lists it expands.
+    """
+    shape, level = [], [((), nested)]
+    for depth in range(dimensions):
+        size = len(level[0][1])
+        for loc, items in level:
+            if len(items) != size:
+                kind = "row" if depth == dimensions - 1 else "list"
+                message = (
+                    f"{_name(kind, loc)} has length {len(items)} but {_name(kind, level[0][0])} has length {size}: "
+                    f"all {kind}s {'' if depth == dimensions - 1 else 'at one depth '}must be the same length"
+                )
+                raise invalid("Array", fault(loc, "ragged_matrix", message))
+        shape.append(size)
+        if depth < dimensions - 1:
+            level = [((*loc, index), item) for loc, items in level for index, item in enumerate(items)]
+    return tuple(shape)
+
+
+def _name(kind: str, loc: tuple[int, ...]) -> str:
+    return f"{kind} {loc[0] if len(loc) == 1 else list(loc)}"
+
+
+def _wrong_dimensions(got: int, dimensions: tuple[int, ...], loc: tuple[str, ...]) -> Exception:
+    wanted = " or ".join(str(count) for count in dimensions)
+    count = got if got <= MAX_DIMENSIONS else f"more than {MAX_DIMENSIONS}"
+    message = f"array has {count} dimensions but this field takes {wanted}"
+    return invalid("Array", fault(loc, "wrong_dimensions", message))
+
+
+def _check_size(shape: tuple[int, ...] | list[int], max_elements: int | None) -> None:
+    elements = int(np.prod(shape))
     if max_elements is not None and elements > max_elements:
         message = (
-            f"matrix is {shape[0]} x {shape[1]} = {elements} elements, "
+            f"matrix is {' x '.join(map(str, shape))} = {elements} elements, "
             f"over this server's limit of {max_elements} (MAX_MATRIX_ELEMENTS)"
         )
         raise invalid("Matrix", fault((), "matrix_too_large", message))
@@ -63,7 +116,7 @@ def _check_size(shape: tuple[int, int], max_elements: int | None) -> None:
 
 def _decode(spec: Base64Array) -> np.ndarray:
     dtype = DTYPES[spec.dtype]
-    expected = spec.shape[0] * spec.shape[1] * dtype.itemsize
+    expected = int(np.prod(spec.shape)) * dtype.itemsize
     try:
         raw = pybase64.b64decode_as_bytearray(spec.data, validate=True)
     except ValueError:
@@ -80,9 +133,9 @@ def _decode(spec: Base64Array) -> np.ndarray:
             array = array.astype(np.float32)
     finite = np.isfinite(array)
     if not finite.all():
-        row, column = (int(index) for index in np.argwhere(~finite)[0])
+        where = tuple(int(index) for index in np.argwhere(~finite)[0])
         message = (
-            f"element [{row}, {column}] is {array[row, column]} after conversion to float32: "
+            f"element {list(where)} is {array[where]} after conversion to float32: "
             f"elements must be finite and within +-{FLOAT32_MAX:.4g}"
         )
         raise invalid("Matrix", fault(("data",), "element_not_finite", message))
@@ -90,7 +143,7 @@ def _decode(spec: Base64Array) -> np.ndarray:
 
 
 def to_base64(array: np.ndarray) -> dict:
-    """The base64 form of a float32 matrix."""
+    """The base64 form of a float32 array."""
     array = np.ascontiguousarray(array, dtype=DTYPES["float32"])
     return {"shape": list(array.shape), "dtype": "float32", "data": pybase64.b64encode_as_string(array)}
 
@@ -110,4 +163,11 @@ def _base64_default(value: Any) -> dict:
 
 _BASE64_SCHEMA = Base64Array.model_json_schema() | {"title": "Base64Array"}
 _BASE64_SCHEMA["properties"]["data"] |= {"contentEncoding": "base64"}
-MATRIX_SCHEMA = {"anyOf": [_Rows.json_schema(), _BASE64_SCHEMA]}
+
+
+def array_schema(dimensions: tuple[int, ...]) -> dict:
+    """The JSON Schema of an array field taking these numbers of dimensions, in either form."""
+    return {"anyOf": [*(_NESTED[count].json_schema() for count in dimensions), _BASE64_SCHEMA]}
+
+
+MATRIX_SCHEMA = array_schema((2,))

@@ -6,11 +6,12 @@ so the API can point at it. Server limits come in through the validation
 context as a `Limits`; without one (in the worker) nothing is limited.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from annotated_types import Ge, Le
+from annotated_types import Ge, Le, Lt, MaxLen, MinLen
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -19,6 +20,7 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     StrictBool,
+    TypeAdapter,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -26,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.arrays import MATRIX_SCHEMA, Base64Array, to_array, to_base64
+from shared.arrays import Base64Array, array_schema, to_array, to_base64
 from shared.jsontypes import Integer, Number, fault, invalid
 
 
@@ -64,12 +66,33 @@ PositivePair = Annotated[
 ]
 
 
-def _matrix(value: Any, info: ValidationInfo) -> np.ndarray:
-    return to_array(value, _limits(info).max_matrix_elements)
+def _array_field(*dimensions: int) -> Any:
+    """An array field taking these numbers of dimensions in either wire form (shared.arrays); in the model a
+    float32 numpy array, stored in the base64 form."""
+
+    def validate(value: Any, info: ValidationInfo) -> np.ndarray:
+        return to_array(value, _limits(info).max_matrix_elements, dimensions)
+
+    return Annotated[
+        Any, PlainValidator(validate), PlainSerializer(to_base64), WithJsonSchema(array_schema(dimensions))
+    ]
 
 
-# A matrix in either wire form (shared.arrays); in the model a float32 numpy array, stored in the base64 form.
-Matrix = Annotated[Any, PlainValidator(_matrix), PlainSerializer(to_base64), WithJsonSchema(MATRIX_SCHEMA)]
+_NUMBER, _NUMBERS = TypeAdapter(Number), TypeAdapter(Annotated[list[Number], MinLen(1)])
+
+
+def _number_or_numbers(value: Any) -> float | list[float]:
+    """One number, or a list of them; the faults of whichever the value looks like (not of both, as a union's)."""
+    return (_NUMBERS if isinstance(value, list) else _NUMBER).validate_python(value)
+
+
+NumberOrNumbers = Annotated[
+    Any,
+    PlainValidator(_number_or_numbers),
+    WithJsonSchema({"anyOf": [_NUMBER.json_schema(), _NUMBERS.json_schema()]}),
+]
+Image = _array_field(2, 3)  # H x W, or C x H x W
+Kernel = _array_field(2, 3, 4)  # kh x kw, C x kh x kw (one output channel), or O x C x kh x kw
 
 
 def output_shape(
@@ -83,18 +106,56 @@ def output_shape(
     return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
 
 
-def _fmt(pair: tuple[int, int]) -> str:
-    return f"{pair[0]} x {pair[1]}"
+def _fmt(shape: tuple[int, ...]) -> str:
+    return " x ".join(map(str, shape))
 
 
-def check_work(out_shape: tuple[int, int], kernel_shape: tuple[int, int], epochs: int, info: ValidationInfo) -> None:
-    """Refuse a job whose multiply-adds (output elements x kernel taps x epochs) exceed the server's budget."""
+def channels_out_shape(
+    input_shape: tuple[int, ...], kernel_shape: tuple[int, ...], padding: tuple[int, int], stride: tuple[int, int]
+) -> tuple[int, ...]:
+    """(oh, ow), or (O, oh, ow) for an O x C x kh x kw kernel."""
+    spatial = output_shape(input_shape[-2:], kernel_shape[-2:], padding, stride)
+    return (kernel_shape[0], *spatial) if len(kernel_shape) == 4 else spatial
+
+
+def channel_fault(input_shape: tuple[int, ...], kernel_shape: tuple[int, ...], where: str) -> InitErrorDetails | None:
+    """Why the kernel's input channels do not match the input's, naming the dimensions; None if they do."""
+    channels = input_shape[0] if len(input_shape) == 3 else 1
+    if len(kernel_shape) == 2:
+        if len(input_shape) == 3:
+            message = (
+                f"the input has {channels} channels (dimension 0 of its {_fmt(input_shape)}), so {where} must be "
+                f"C x kh x kw or O x C x kh x kw with C = {channels}, not {_fmt(kernel_shape)}"
+            )
+            return fault((where,), "channel_mismatch", message)
+        return None
+    dimension = len(kernel_shape) - 3
+    if kernel_shape[dimension] != channels:
+        what = f"{channels} (dimension 0 of its {_fmt(input_shape)})" if len(input_shape) == 3 else "1 (it is 2-D)"
+        message = (
+            f"{where} is {_fmt(kernel_shape)}: {kernel_shape[dimension]} input channels in its dimension "
+            f"{dimension}, but the input's channels are {what}"
+        )
+        return fault((where,), "channel_mismatch", message)
+    return None
+
+
+def multiply_adds(out_shape: tuple[int, ...], kernel_shape: tuple[int, ...], repeats: int) -> int:
+    """Multiply-adds: output elements x kernel taps per output element x repeats (epochs, pairs)."""
+    taps = math.prod(kernel_shape[1:] if len(kernel_shape) == 4 else kernel_shape)
+    return math.prod(out_shape) * taps * repeats
+
+
+def check_work(
+    out_shape: tuple[int, ...], kernel_shape: tuple[int, ...], repeats: int, info: ValidationInfo, why: str = "epochs"
+) -> None:
+    """Refuse a job whose work exceeds the server's budget."""
     budget = _limits(info).max_work
-    work = out_shape[0] * out_shape[1] * kernel_shape[0] * kernel_shape[1] * epochs
+    work = multiply_adds(out_shape, kernel_shape, repeats)
     if budget is not None and work > budget:
         message = (
-            f"the job needs {work} multiply-adds (output {_fmt(out_shape)} x kernel {_fmt(kernel_shape)} x {epochs} "
-            f"epochs), over this server's budget of {budget} (MAX_WORK)"
+            f"the job needs {work} multiply-adds (output {_fmt(out_shape)} x kernel {_fmt(kernel_shape)} x {repeats} "
+            f"{why}), over this server's budget of {budget} (MAX_WORK)"
         )
         raise invalid("Request", fault((), "work_over_budget", message))
 
@@ -107,66 +168,118 @@ class Request(BaseModel):
     result_format: Literal["lists", "base64"] = Field(
         "lists", description="how the result's matrices are written: nested lists, or base64 float32 arrays"
     )
+    device: Literal["auto", "cpu", "gpu"] = Field(
+        "auto", description="the workers to run on: auto sends big jobs to GPU workers (if the server has them)"
+    )
 
 
 class CorrelationRequest(Request):
     """POST /v1/correlations: cross-correlate `input` with `kernel`."""
 
-    input: Matrix = Field(description="H x W input matrix")
-    kernel: Matrix = Field(description="kh x kw kernel; must fit inside the padded input")
-    bias: Number = Field(0.0, description="scalar added to every output element")
+    input: Image = Field(description="H x W input matrix, or C x H x W with channels")
+    kernel: Kernel = Field(
+        description="kh x kw; C x kh x kw (the per-channel correlations summed into one output); "
+        "or O x C x kh x kw (O output channels). Must fit inside the padded input"
+    )
+    bias: NumberOrNumbers = Field(
+        0.0, description="added to every output element; or one value per output channel of an O x C x kh x kw kernel"
+    )
     padding: NonNegativePair = Field((0, 0), description="zero padding: one integer or [ph, pw]")
     stride: PositivePair = Field((1, 1), description="step of the window: one integer or [sh, sw]")
 
     @model_validator(mode="after")
-    def _kernel_fits(self) -> "CorrelationRequest":
-        padded = (self.input.shape[0] + 2 * self.padding[0], self.input.shape[1] + 2 * self.padding[1])
-        kernel = self.kernel.shape
+    def _shapes_agree(self, info: ValidationInfo) -> "CorrelationRequest":
+        problem = channel_fault(self.input.shape, self.kernel.shape, "kernel") or self._size_fault()
+        if problem is None and isinstance(self.bias, list):
+            problem = self._bias_fault()
+        if problem is not None:
+            raise invalid(type(self).__name__, problem)
+        check_work(self.output_shape, self.kernel.shape, 1, info)
+        return self
+
+    def _size_fault(self) -> InitErrorDetails | None:
+        padded = (self.input.shape[-2] + 2 * self.padding[0], self.input.shape[-1] + 2 * self.padding[1])
+        kernel = self.kernel.shape[-2:]
         if kernel[0] > padded[0] or kernel[1] > padded[1]:
             message = (
                 f"kernel is {_fmt(kernel)} but the input padded by {list(self.padding)} is {_fmt(padded)}: "
                 "the kernel must fit inside it"
             )
-            raise invalid(type(self).__name__, fault(("kernel",), "kernel_too_large", message))
-        return self
+            return fault(("kernel",), "kernel_too_large", message)
+        return None
 
-    @model_validator(mode="after")
-    def _within_work_budget(self, info: ValidationInfo) -> "CorrelationRequest":
-        check_work(self.output_shape, self.kernel.shape, 1, info)
-        return self
+    def _bias_fault(self) -> InitErrorDetails | None:
+        if self.kernel.ndim != 4:
+            message = "one bias per output channel needs an O x C x kh x kw kernel; give one number"
+            return fault(("bias",), "bias_per_channel", message)
+        if len(self.bias) != self.kernel.shape[0]:
+            message = (
+                f"bias has {len(self.bias)} values but the kernel has {self.kernel.shape[0]} output channels "
+                f"(dimension 0 of its {_fmt(self.kernel.shape)})"
+            )
+            return fault(("bias",), "bias_length_mismatch", message)
+        return None
 
     @property
-    def output_shape(self) -> tuple[int, int]:
-        return output_shape(self.input.shape, self.kernel.shape, self.padding, self.stride)
+    def output_shape(self) -> tuple[int, ...]:
+        return channels_out_shape(self.input.shape, self.kernel.shape, self.padding, self.stride)
+
+    @property
+    def work(self) -> int:
+        return multiply_adds(self.output_shape, self.kernel.shape, 1)
+
+
+class TrainingPair(BaseModel):
+    """One example of a training on several pairs: an input and the output to reproduce from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: Image = Field(description="X: H x W, or C x H x W")
+    target: Image | None = Field(None, description="Y: oh x ow, or O x oh x ow; leave out with target_kernel")
 
 
 class KernelTrainingRequest(Request):
-    """POST /v1/kernel-trainings: learn the kernel that maps `input` to `target` (the seed's training loop)."""
+    """POST /v1/kernel-trainings: learn the kernel that maps inputs to targets (the seed's loop, grown)."""
 
-    # Exactly one of target (with kernel_size) and target_kernel, in the schema as in the validator.
+    # One pair (input with target or target_kernel) or several (pairs), in the schema as in the validator.
     model_config = ConfigDict(
         json_schema_extra={
             "oneOf": [
-                {
-                    "required": ["target", "kernel_size"],
-                    "properties": {"target": {"type": "array"}, "target_kernel": {"type": "null"}},
-                },
-                {
-                    "required": ["target_kernel"],
-                    "properties": {"target_kernel": {"type": "array"}, "target": {"type": "null"}},
-                },
+                {"required": ["input", "target"], "properties": {"pairs": {"type": "null"}}},
+                {"required": ["input", "target_kernel"], "properties": {"pairs": {"type": "null"}}},
+                {"required": ["pairs"], "properties": {"input": {"type": "null"}, "target": {"type": "null"}}},
             ]
         }
     )
 
-    input: Matrix = Field(description="X, the H x W input")
-    target: Matrix | None = Field(None, description="Y, the output to reproduce; give this or target_kernel")
-    target_kernel: Matrix | None = Field(None, description="K*: the worker makes Y = corr2d(X, K*)")
-    kernel_size: PositivePair | None = Field(None, description="[kh, kw]: required with target, defaults to K*'s shape")
-    lr: Annotated[Number, Field(gt=0)] = Field(0.03, description="learning rate of plain gradient descent")
-    epochs: Annotated[Integer, Ge(1)] = Field(20, description="iterations of gradient descent")
-    bias: StrictBool = Field(False, description="learn a scalar bias too")
-    seed: Annotated[Integer, Ge(0), Le(2**63 - 1)] = Field(0, description="seed of the initial kernel")
+    input: Image | None = Field(None, description="X, the H x W (or C x H x W) input; or give pairs")
+    target: Image | None = Field(None, description="Y, the output to reproduce; give this or target_kernel")
+    pairs: Annotated[list[TrainingPair], MinLen(1)] | None = Field(
+        None, description="several (input, target) examples of one shape, instead of input and target"
+    )
+    target_kernel: Kernel | None = Field(None, description="K*: the worker makes each target Y = corr2d(X, K*)")
+    kernel_size: PositivePair | None = Field(
+        None, description="[kh, kw]; the kernel's channels follow the input's and the target's"
+    )
+    kernel_shape: Annotated[list[Annotated[Integer, Ge(1)]], MinLen(2), MaxLen(4)] | None = Field(
+        None, description="the whole kernel shape: [kh, kw], [C, kh, kw] or [O, C, kh, kw]; instead of kernel_size"
+    )
+    lr: Annotated[Number, Field(gt=0)] = Field(0.03, description="learning rate")
+    epochs: Annotated[Integer, Ge(1)] = Field(20, description="passes over the pairs")
+    bias: StrictBool = Field(False, description="learn a bias too: one number, or one per output channel")
+    seed: Annotated[Integer, Ge(0), Le(2**63 - 1)] = Field(0, description="seed of the initial kernel and shuffles")
+    optimizer: Literal["sgd", "momentum", "adam"] = Field(
+        "sgd", description="sgd: the seed's plain gradient descent; momentum (see momentum); adam"
+    )
+    momentum: Annotated[Number, Ge(0), Lt(1)] = Field(0.9, description="the momentum of optimizer=momentum")
+    loss: Literal["sum", "mean"] = Field("sum", description="of the squared errors: sum (the seed's) or mean")
+    tolerance: Annotated[Number, Ge(0)] | None = Field(
+        None, description="stop after the first epoch whose loss is below this; epochs_run says how many ran"
+    )
+    batch_size: Annotated[Integer, Ge(1)] | None = Field(
+        None, description="pairs per step of the optimizer; all of them when left out"
+    )
+    shuffle: StrictBool = Field(False, description="a new order of the pairs every epoch, drawn from seed")
 
     @field_validator("epochs")
     @classmethod
@@ -182,45 +295,104 @@ class KernelTrainingRequest(Request):
 
     @model_validator(mode="after")
     def _shapes_agree(self, info: ValidationInfo) -> "KernelTrainingRequest":
-        problem = self._shape_fault()
+        problem = self._examples_fault() or self._kernel_fault() or self._targets_fault()
         if problem is not None:
             raise invalid(type(self).__name__, problem)
-        check_work(self.output_shape, self.resolved_kernel_size, self.epochs, info)
+        examples = len(self.examples)
+        why = "epochs" if examples == 1 else f"epoch-pairs ({self.epochs} epochs x {examples} pairs)"
+        check_work(self.output_shape, self.resolved_kernel_shape, self.epochs * examples, info, why)
         return self
 
-    def _shape_fault(self) -> InitErrorDetails | None:
-        if (self.target is None) == (self.target_kernel is None):
-            which = "both" if self.target is not None else "neither"
-            return fault(
-                ("target",), "target_xor_target_kernel", f"give exactly one of target and target_kernel, not {which}"
-            )
-        if self.target is not None and self.kernel_size is None:
+    @property
+    def examples(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(input, target) of every pair; the target is None with target_kernel."""
+        if self.pairs is not None:
+            return [(pair.input, pair.target) for pair in self.pairs]
+        return [(self.input, self.target)]
+
+    def _where(self, index: int, field: str) -> tuple[str | int, ...]:
+        return ("pairs", index, field) if self.pairs is not None else (field,)
+
+    def _examples_fault(self) -> InitErrorDetails | None:
+        if (self.pairs is None) == (self.input is None):
+            which = "both" if self.pairs is not None else "neither"
+            return fault(("pairs",), "input_xor_pairs", f"give input (with its target) or pairs, not {which}")
+        if self.pairs is not None and self.target is not None:
+            return fault(("target",), "target_with_pairs", "with pairs, each pair carries its own target")
+        for index, (example, target) in enumerate(self.examples):
+            if (target is None) == (self.target_kernel is None):
+                which = "both" if target is not None else "neither"
+                return fault(
+                    self._where(index, "target"),
+                    "target_xor_target_kernel",
+                    f"give exactly one of target and target_kernel, not {which}",
+                )
+            first = self.examples[0][0]
+            if example.shape != first.shape:
+                message = f"pairs[{index}].input is {_fmt(example.shape)} but pairs[0].input is {_fmt(first.shape)}"
+                return fault(self._where(index, "input"), "input_shape_mismatch", message)
+        return None
+
+    def _kernel_fault(self) -> InitErrorDetails | None:
+        if self.kernel_size is not None and self.kernel_shape is not None:
+            return fault(("kernel_shape",), "kernel_size_and_shape", "give kernel_size or kernel_shape, not both")
+        if self.target_kernel is None and self.kernel_size is None and self.kernel_shape is None:
             return fault(("kernel_size",), "missing", "kernel_size is required with target")
-        if self.target_kernel is not None and self.kernel_size not in (None, self.target_kernel.shape):
-            message = (
-                f"kernel_size {list(self.kernel_size)} disagrees with target_kernel, "
-                f"which is {_fmt(self.target_kernel.shape)}"
-            )
-            return fault(("kernel_size",), "kernel_size_mismatch", message)
-        size, where = self.resolved_kernel_size, "target_kernel" if self.target_kernel is not None else "kernel_size"
-        if size[0] > self.input.shape[0] or size[1] > self.input.shape[1]:
-            message = f"a {_fmt(size)} kernel does not fit inside the {_fmt(self.input.shape)} input"
+        if self.target_kernel is not None:
+            given = self.kernel_shape or self.kernel_size
+            wanted = self.target_kernel.shape if self.kernel_shape is not None else self.target_kernel.shape[-2:]
+            if given is not None and tuple(given) != tuple(wanted):
+                where = "kernel_shape" if self.kernel_shape is not None else "kernel_size"
+                message = (
+                    f"{where} {list(given)} disagrees with target_kernel, which is {_fmt(self.target_kernel.shape)}"
+                )
+                return fault((where,), "kernel_size_mismatch", message)
+        size, where = self.resolved_kernel_shape, self._kernel_field
+        channels = channel_fault(self.examples[0][0].shape, size, where)
+        if channels is not None:
+            return channels
+        spatial, image = size[-2:], self.examples[0][0].shape[-2:]
+        if spatial[0] > image[0] or spatial[1] > image[1]:
+            message = f"a {_fmt(spatial)} kernel does not fit inside the {_fmt(image)} input"
             return fault((where,), "kernel_too_large", message)
-        if self.target is not None and self.target.shape != self.output_shape:
-            message = (
-                f"target is {_fmt(self.target.shape)} but a {_fmt(size)} kernel on the "
-                f"{_fmt(self.input.shape)} input gives {_fmt(self.output_shape)}"
-            )
-            return fault(("target",), "target_shape_mismatch", message)
+        return None
+
+    def _targets_fault(self) -> InitErrorDetails | None:
+        for index, (example, target) in enumerate(self.examples):
+            if target is not None and target.shape != self.output_shape:
+                message = (
+                    f"target is {_fmt(target.shape)} but a {_fmt(self.resolved_kernel_shape)} kernel on the "
+                    f"{_fmt(example.shape)} input gives {_fmt(self.output_shape)}"
+                )
+                return fault(self._where(index, "target"), "target_shape_mismatch", message)
         return None
 
     @property
-    def resolved_kernel_size(self) -> tuple[int, int]:
-        return self.kernel_size if self.kernel_size is not None else self.target_kernel.shape
+    def _kernel_field(self) -> str:
+        if self.target_kernel is not None:
+            return "target_kernel"
+        return "kernel_shape" if self.kernel_shape is not None else "kernel_size"
 
     @property
-    def output_shape(self) -> tuple[int, int]:
-        return output_shape(self.input.shape, self.resolved_kernel_size)
+    def resolved_kernel_shape(self) -> tuple[int, ...]:
+        """The kernel's whole shape: given, K*'s, or kernel_size with the channels of the input and the target."""
+        if self.target_kernel is not None:
+            return self.target_kernel.shape
+        if self.kernel_shape is not None:
+            return tuple(self.kernel_shape)
+        example, target = self.examples[0]
+        if target.ndim == 3:
+            channels = example.shape[0] if example.ndim == 3 else 1
+            return (target.shape[0], channels, *self.kernel_size)
+        return (example.shape[0], *self.kernel_size) if example.ndim == 3 else tuple(self.kernel_size)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return channels_out_shape(self.examples[0][0].shape, self.resolved_kernel_shape, (0, 0), (1, 1))
+
+    @property
+    def work(self) -> int:
+        return multiply_adds(self.output_shape, self.resolved_kernel_shape, self.epochs * len(self.examples))
 
 
 JobKind = Literal["correlation", "kernel_training"]
@@ -246,17 +418,21 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
+Rows = list[list[float]]
+
+
 class CorrelationResult(BaseModel):
-    output: list[list[float]] | Base64Array
-    shape: tuple[int, int]
+    output: Rows | list[Rows] | Base64Array = Field(description="oh x ow, or O x oh x ow with output channels")
+    shape: list[int]
 
 
 class TrainingResult(BaseModel):
-    kernel: list[list[float]] | Base64Array
-    bias: float | None
+    kernel: Rows | list[Rows] | list[list[Rows]] | Base64Array = Field(description="in the requested kernel's shape")
+    bias: float | list[float] | None = Field(description="one number, or one per output channel; null without bias")
     loss: float
     loss_history: list[float]
     epochs_run: int
+    converged: bool = Field(description="the last loss is below the request's tolerance")
 
 
 class Progress(BaseModel):
@@ -276,6 +452,8 @@ class Job(BaseModel):
     started_at: str | None
     finished_at: str | None
     expires_at: str = Field(description="when the job, its result and loss history will be forgotten")
+    queue: Literal["cpu", "gpu"] = Field(description="the workers it was queued for")
+    device: str | None = Field(description="where its last attempt ran: cpu, cuda:0, ...; null before it starts")
     progress: Progress | None
     result: CorrelationResult | TrainingResult | None
     error: Problem | None
@@ -292,6 +470,8 @@ class JobSummary(BaseModel):
     started_at: str | None
     finished_at: str | None
     expires_at: str
+    queue: Literal["cpu", "gpu"]
+    device: str | None
     progress: Progress | None
     error: Problem | None
 

@@ -99,6 +99,15 @@ def test_a_signed_output_png_is_blue_below_zero_white_at_zero_red_above(client):
     assert red[0] > red[2] + 50 and blue[2] > blue[0] + 50 and white.min() > 240
 
 
+def test_output_channels_stand_side_by_side_on_one_scale(client):
+    kernels = [[[[1.0]]], [[[2.0]]]]  # two output channels: the input, and twice the input
+    job = correlate(client, {"input": [[0.0, 1.0], [2.0, 4.0]], "kernel": kernels})
+    picture = np.array(Image.open(io.BytesIO(client.get(f"/v1/jobs/{job['id']}/output.png").data)))
+    assert picture.shape == (2, 5)  # 2 + a white column + 2
+    assert picture[:, 2].tolist() == [255, 255]
+    assert picture[1, 1] < picture[1, 4] == 255 and picture[0, 0] == 0  # one scale: 4 is mid-grey, 8 white
+
+
 def test_output_png_is_only_for_a_succeeded_correlation(client):
     training = train(client, {"input": EDGE_IMAGE, "target_kernel": [[1, -1]], "epochs": 2})
     response = client.get(f"/v1/jobs/{training['id']}/output.png")

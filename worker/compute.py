@@ -5,7 +5,8 @@ import logging
 import numpy as np
 import torch
 
-from services import EpochCallback, corr2d, learn_kernel, strategy
+import services
+from services import EpochCallback, Training, fit_kernel, strategy
 from shared.arrays import to_json
 from shared.schemas import CorrelationRequest, KernelTrainingRequest
 
@@ -26,11 +27,12 @@ def _array(tensor: torch.Tensor) -> np.ndarray:
 
 def correlate(request: CorrelationRequest, device: torch.device, on_epoch: EpochCallback | None = None) -> bytes:
     """Run a correlation request; return its result as JSON. A correlation has no epochs to report."""
-    path = strategy(request.output_shape, request.kernel.shape, request.stride)
-    log.info("correlating %s by %s with a %s kernel", request.input.shape, path, request.kernel.shape)
-    output = corr2d(
+    kernel = request.kernel
+    path = strategy(request.output_shape, kernel.shape, request.stride) if kernel.ndim == 2 else "channels"
+    log.info("correlating %s by %s with a %s kernel", request.input.shape, path, kernel.shape)
+    output = services.correlate(
         _tensor(request.input, device),
-        _tensor(request.kernel, device),
+        _tensor(kernel, device),
         padding=request.padding,
         stride=request.stride,
         bias=request.bias,
@@ -43,26 +45,34 @@ def correlate(request: CorrelationRequest, device: torch.device, on_epoch: Epoch
 
 def train(request: KernelTrainingRequest, device: torch.device, on_epoch: EpochCallback) -> bytes:
     """Run a kernel training request, reporting each epoch's loss; return its result as JSON."""
-    X = _tensor(request.input, device)
-    if request.target is not None:
-        Y = _tensor(request.target, device)
-    else:
-        Y = corr2d(X, _tensor(request.target_kernel, device))
-    learned = learn_kernel(
-        X,
-        Y,
-        request.resolved_kernel_size,
+    examples = [(_tensor(x, device), None if y is None else _tensor(y, device)) for x, y in request.examples]
+    kernel = None if request.target_kernel is None else _tensor(request.target_kernel, device)
+    inputs = torch.stack([_as_channels(x) for x, _ in examples])
+    targets = torch.stack([_as_channels(services.correlate(x, kernel) if y is None else y) for x, y in examples])
+    training = Training(
         lr=request.lr,
         epochs=request.epochs,
         bias=request.bias,
         seed=request.seed,
-        on_epoch=on_epoch,
+        optimizer=request.optimizer,
+        momentum=request.momentum,
+        loss=request.loss,
+        tolerance=request.tolerance,
+        batch_size=request.batch_size,
+        shuffle=request.shuffle,
     )
+    learned = fit_kernel(inputs, targets, request.resolved_kernel_shape, training, on_epoch)
     result = {
         "kernel": _array(learned.kernel),
         "bias": learned.bias,
         "loss": learned.losses[-1],
         "loss_history": learned.losses,
         "epochs_run": learned.epochs_run,
+        "converged": learned.converged,
     }
     return to_json(result, request.result_format)
+
+
+def _as_channels(tensor: torch.Tensor) -> torch.Tensor:
+    """A 2-D matrix as one channel: (H, W) -> (1, H, W)."""
+    return tensor if tensor.dim() == 3 else tensor[None]
