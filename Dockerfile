@@ -43,6 +43,7 @@ COPY shared/ shared/
 COPY services/ services/
 COPY worker/ worker/
 COPY bin/worker bin/
+COPY scripts/gpu_check.py scripts/
 USER 10001:10001
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 CMD ["python", "-m", "worker.ping"]
 CMD ["bin/worker"]

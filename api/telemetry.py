@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from api.runtime import runtime
 from shared import logs
 from shared.jobstore import RUN_TIME_BUCKETS, JobMetrics
+from shared.taskqueue import QUEUE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,8 @@ def metrics() -> Response:
     up = Gauge("convq_job_store_up", "1 if the job store (Redis) answered this scrape", registry=jobs)
     try:
         store = runtime().store
-        counters, queued = store.metrics(), store.queue_length(runtime().queue.conf.task_default_queue)
+        counters = store.metrics()
+        queued = {device: store.queue_length(name) for device, name in QUEUE_NAMES.items()}
     except (RedisError, OperationalError) as error:
         log.warning("job metrics unavailable: %s", error)
         up.set(0)
@@ -102,7 +104,7 @@ def metrics() -> Response:
 class JobCollector:
     """Exports a snapshot of the job store's counters."""
 
-    def __init__(self, counters: JobMetrics, queued: int):
+    def __init__(self, counters: JobMetrics, queued: dict[str, int]):
         self.counters, self.queued = counters, queued
 
     def collect(self):
@@ -115,8 +117,9 @@ class JobCollector:
             finished.add_metric([kind, status], count)
         epochs = CounterMetricFamily("convq_epochs_run", "Training epochs recorded (once each, whatever the retries)")
         epochs.add_metric([], counters.epochs)
-        queue = GaugeMetricFamily("convq_queue_length", "Messages waiting in the job queue")
-        queue.add_metric([], self.queued)
+        queue = GaugeMetricFamily("convq_queue_length", "Messages waiting in each job queue", labels=["queue"])
+        for device, length in self.queued.items():
+            queue.add_metric([device], length)
         run_time = HistogramMetricFamily(
             "convq_job_run_seconds", "Run time of the attempt that ended a job", labels=["kind"]
         )

@@ -7,7 +7,6 @@ from typing import TypeVar
 import orjson
 from flask import Blueprint, Response, g, request, stream_with_context, url_for
 from kombu.exceptions import OperationalError
-from pydantic import BaseModel
 
 from api import access, events
 from api.body import parse_body
@@ -17,10 +16,10 @@ from api.runtime import runtime
 from api.uploads import parse_image_correlation
 from shared import logs
 from shared.arrays import to_array
-from shared.jobstore import IdempotencyConflict, QueueFull
+from shared.jobstore import IdempotencyConflict, QueueFull, Route
 from shared.kernels import KERNELS
 from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
-from shared.taskqueue import TASK_FOR_KIND
+from shared.taskqueue import QUEUE_NAMES, TASK_FOR_KIND, route
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 bp.before_request(access.authenticate)
@@ -103,7 +102,8 @@ def get_output_image(job_id: str) -> Response:
         raise ProblemError(problem, _retry_unless_finished(job["status"]))
     from api import pictures  # matplotlib: imported only by processes that draw
 
-    output = to_array(orjson.loads(orjson.dumps(job["result"]))["output"])  # the stored result, in either form
+    result = orjson.loads(orjson.dumps(job["result"]))  # the stored result, in either form
+    output = to_array(result["output"], dimensions=(2, 3))
     return Response(pictures.output_png(output), mimetype="image/png")
 
 
@@ -130,14 +130,16 @@ def cancel_job(job_id: str) -> Response:
     return _job_response(job, status=202 if job["status"] == "running" else 200)
 
 
-def _submit(kind: JobKind, job_request: BaseModel, epochs: int | None = None) -> Response:
+def _submit(
+    kind: JobKind, job_request: CorrelationRequest | KernelTrainingRequest, epochs: int | None = None
+) -> Response:
     """Store the job and its request, queue a message that carries only the job id, and maybe wait for it."""
     rt = runtime()
     key, wait = _idempotency_key(), _preferred_wait(rt.settings.max_wait_seconds)
     request_json = job_request.model_dump_json().encode()
-    queue = (rt.queue.conf.task_default_queue, rt.settings.max_queue_length)
+    route = _route(job_request)
     try:
-        job, created = rt.store.create(kind, request_json, g.caller, epochs, logs.request_id.get(), key, queue)
+        job, created = rt.store.create(kind, request_json, g.caller, epochs, logs.request_id.get(), key, route)
     except QueueFull:
         detail = f"the queue holds {rt.settings.max_queue_length} jobs or more (MAX_QUEUE_LENGTH); retry later"
         problem = Problem(type="/problems/queue-full", title="Too Many Requests", status=429, detail=detail)
@@ -148,7 +150,7 @@ def _submit(kind: JobKind, job_request: BaseModel, epochs: int | None = None) ->
             422, detail, [{"loc": "/Idempotency-Key", "msg": detail, "type": "idempotency_key_reused"}]
         ) from None
     if created:
-        _enqueue(kind, job["id"])
+        _enqueue(kind, job["id"], route.queue)
     headers = {"Location": url_for("v1.get_job", job_id=job["id"])}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -159,10 +161,20 @@ def _submit(kind: JobKind, job_request: BaseModel, epochs: int | None = None) ->
     return _job_response(job, status=200 if job["status"] in FINISHED else 202, headers=headers)
 
 
-def _enqueue(kind: JobKind, job_id: str) -> None:
+def _route(job_request: CorrelationRequest | KernelTrainingRequest) -> Route:
+    """The queue of the workers the job asks for, or that its size calls for; 422 for GPUs this server lacks."""
+    settings = runtime().settings
+    if job_request.device == "gpu" and not settings.gpu_queue:
+        detail = "this server has no GPU workers (GPU_QUEUE is off): use device auto or cpu"
+        raise invalid(422, detail, [{"loc": "/device", "msg": detail, "type": "no_gpu_queue"}])
+    device = route(settings, job_request.device, job_request.work)
+    return Route(device, QUEUE_NAMES[device], settings.max_queue_length)
+
+
+def _enqueue(kind: JobKind, job_id: str, queue: str) -> None:
     """Send the job's message; if the queue is unreachable, forget the job (the error handler answers 503)."""
     try:
-        runtime().queue.send_task(TASK_FOR_KIND[kind], args=[job_id])
+        runtime().queue.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=queue)
     except OperationalError:
         runtime().store.discard(job_id, g.caller)
         raise

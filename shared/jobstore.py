@@ -25,6 +25,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import orjson
 from redis import Redis
@@ -139,6 +140,17 @@ class AttemptsExhausted(Exception):
     """A job was started more times than allowed: its worker died on every attempt."""
 
 
+class Route(NamedTuple):
+    """Where a job's message goes: its device class (cpu, gpu), that class's Celery queue, and how many it holds."""
+
+    device: str
+    queue: str  # "": no queue to check
+    capacity: int
+
+
+UNCHECKED_CPU_QUEUE = Route("cpu", "", 2**53)
+
+
 class QueueFull(Exception):
     """The queue holds as many messages as it may: the job was not created."""
 
@@ -195,11 +207,11 @@ class JobStore:
         epochs: int | None = None,
         request_id: str | None = None,
         idempotency_key: str | None = None,
-        queue: tuple[str, int] | None = None,
+        route: Route = UNCHECKED_CPU_QUEUE,
     ) -> tuple[dict, bool]:
         """Store a new queued job and its request; return the job as the API shows it, and whether it is new.
 
-        `queue` is the Celery queue's name and capacity: raise QueueFull, creating nothing, when it is full.
+        `route` names the job's Celery queue: raise QueueFull, creating nothing, when it is full.
         With an idempotency key already used by this owner, return that job instead (not new); raise
         IdempotencyConflict if it was used for a different request.
         """
@@ -207,18 +219,19 @@ class JobStore:
         # Only a repeated idempotency key compares requests: no hashing of big bodies without one.
         request_hash = hashlib.sha256(request_json).hexdigest() if idempotency_key else ""
         record = {"id": job_id, "kind": kind, "status": "queued", "created_at": _now(), "attempts": 0, "owner": owner}
+        record["queue"] = route.device
         if epochs is not None:
             record["epochs"] = epochs
         if request_id is not None:
             record["request_id"] = request_id
         idempotency = f"{_IDEMPOTENCY_PREFIX}{owner}:{idempotency_key}" if idempotency_key else ""
-        queue_name, capacity = queue or ("", 2**53)  # no queue: unlimited
-        keys = [*_keys(job_id), _index_key(owner), idempotency, _SEQUENCE_KEY, queue_name]
+        keys = [*_keys(job_id), _index_key(owner), idempotency, _SEQUENCE_KEY, route.queue]
         fields = [item for pair in record.items() for item in pair]
         inline = self._inline(keys[1], request_json)
-        created, *found = self._create(keys=keys, args=[self.ttl, job_id, request_hash, capacity, inline, *fields])
+        args = [self.ttl, job_id, request_hash, route.capacity, inline, *fields]
+        created, *found = self._create(keys=keys, args=args)
         if created < 0:
-            raise QueueFull(queue_name)
+            raise QueueFull(route.queue)
         if created:
             record["expires_at_ms"] = found[1].decode()
             return self._view({name: str(value) for name, value in record.items()}, None, 0, None), True
@@ -340,13 +353,14 @@ class JobStore:
 
     # --- used by workers -------------------------------------------------------------------
 
-    def start(self, job_id: str) -> Attempt | None:
-        """Begin an attempt at a queued (or redelivered running) job; None if it is finished, cancelled or gone.
+    def start(self, job_id: str, device: str) -> Attempt | None:
+        """Begin an attempt on `device` at a queued (or redelivered) job; None if it is finished, cancelled or gone.
 
         Raises AttemptsExhausted, after failing the job, when this would be one attempt too many.
         """
         keys = _keys(job_id)
-        number, request_id, *inline = self._start(keys=keys, args=[self.ttl, _now(), self.max_attempts, INLINE_BYTES])
+        args = [self.ttl, _now(), self.max_attempts, INLINE_BYTES, device]
+        number, request_id, *inline = self._start(keys=keys, args=args)
         if number < 0:
             detail = (
                 f"the job was started {-number - 1} times and its worker died each time "
@@ -420,6 +434,8 @@ class JobStore:
             "started_at": fields.get("started_at"),
             "finished_at": fields.get("finished_at"),
             "expires_at": _iso(datetime.fromtimestamp(int(fields["expires_at_ms"]) / 1000, UTC)),
+            "queue": fields.get("queue", "cpu"),  # jobs from before queues by device ran on CPU workers
+            "device": fields.get("device"),
             "progress": progress,
             "result": orjson.Fragment(result) if result is not None else None,
             "error": orjson.Fragment(error) if error is not None else None,

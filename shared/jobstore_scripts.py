@@ -55,7 +55,7 @@ redis.call('HINCRBY', KEYS[6], 'submitted:' .. kind, -1)
 return 1
 """
 
-# ARGV: ttl, now, max_attempts, inline limit. Returns {attempt, request id, request} (the request '' if over the
+# ARGV: ttl, now, max_attempts, inline limit, device. Returns {attempt, request id, request} (the request '' if over the
 # limit: the caller GETs it) or {0, reason}.
 START = (
     _EXPIRE_JOB
@@ -67,7 +67,7 @@ local size = redis.call('STRLEN', KEYS[2])
 if size == 0 then return {0, 'gone'} end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 if attempt > tonumber(ARGV[3]) then return {-attempt, 'exhausted'} end
-redis.call('HSET', KEYS[1], 'status', 'running')
+redis.call('HSET', KEYS[1], 'status', 'running', 'device', ARGV[5])
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
 local request = size <= tonumber(ARGV[4]) and redis.call('GET', KEYS[2]) or ''
 return {attempt, redis.call('HGET', KEYS[1], 'request_id') or '', request}

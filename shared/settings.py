@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     task_events: bool = False
     # Where workers compute: "auto" takes CUDA when the worker has it.
     torch_device: Literal["auto", "cpu", "cuda"] = "auto"
+    # GPU workers serve a queue of their own: with this on, the API sends a job there when the request says
+    # "device": "gpu", or says "auto" (the default) and its work (see max_work) is at least gpu_min_work.
+    gpu_queue: bool = False
+    gpu_min_work: PositiveInt = 1_000_000_000
+    # The queues this worker takes jobs from: "gpu" for a GPU worker beside CPU ones, "cpu,gpu" for one that does both.
+    worker_queues: Literal["cpu", "gpu", "cpu,gpu"] = "cpu"
     # How long one job-store call may wait on Redis: the API answers 503 soon after.
     redis_timeout_seconds: float = Field(0.5, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

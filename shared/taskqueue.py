@@ -6,6 +6,7 @@ result backend is not used at all.
 """
 
 from celery import Celery
+from kombu import Queue
 
 from shared.schemas import JobKind
 from shared.settings import Settings
@@ -16,6 +17,15 @@ TASK_FOR_KIND: dict[JobKind, str] = {
 }
 
 BROKER_SOCKET_TIMEOUT_SECONDS = 5
+# Celery queue per device class; the CPU one keeps Celery's default name, so queued jobs survive an upgrade.
+QUEUE_NAMES = {"cpu": "celery", "gpu": "gpu"}
+
+
+def route(settings: Settings, device: str, work: int) -> str:
+    """The device class whose queue takes a job: what the request asks, or by its work when it says "auto"."""
+    if device == "auto":
+        return "gpu" if settings.gpu_queue and work >= settings.gpu_min_work else "cpu"
+    return device
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -53,5 +63,8 @@ def create_celery(settings: Settings) -> Celery:
         worker_max_memory_per_child=settings.worker_max_memory_per_child_mb * 1024,  # KiB
         # With REMAP_SIGTERM=SIGQUIT (bin/worker), SIGTERM waits this long, then hands running jobs back.
         worker_soft_shutdown_timeout=settings.shutdown_grace_seconds,
+        # A worker takes jobs from these queues; the API names the queue of each job it sends.
+        task_default_queue=QUEUE_NAMES["cpu"],
+        task_queues=[Queue(QUEUE_NAMES[device]) for device in settings.worker_queues.split(",")],
     )
     return app

@@ -100,7 +100,7 @@ def test_a_pickled_message_is_refused_and_never_executed(settings, worker, clien
 def test_records_results_and_histories_expire_on_schedule_then_404(redis_server, client):
     store = JobStore(redis_server.client(), ttl_seconds=1)
     job_id = store.create("kernel_training", b'{"input": [[1.0]]}', "anonymous", epochs=1)[0]["id"]
-    attempt = store.start(job_id)
+    attempt = store.start(job_id, "cpu")
     store.record_epochs(attempt, 1, [0.25])
     store.succeed(attempt, b'{"kernel": [[1.0]]}')
     redis = redis_server.client()

@@ -19,8 +19,10 @@ def test_a_new_job_is_queued_with_its_request_and_expires(store, redis_server):
     job = store.create("kernel_training", REQUEST, OWNER, epochs=5)[0]
     assert job["status"] == "queued" and job["progress"] == {"epoch": 0, "epochs": 5, "loss": None}
     assert store.get(job["id"]) == job
-    attempt = store.start(job["id"])
+    assert (job["queue"], job["device"]) == ("cpu", None)
+    attempt = store.start(job["id"], "cuda:0")
     assert attempt.number == 1 and attempt.request == REQUEST
+    assert store.get(job["id"])["device"] == "cuda:0"
     store.record_epochs(attempt, 1, [0.5])
     redis = redis_server.client()
     for key in redis.scan_iter(f"convq:job:{job['id']}*"):
@@ -29,9 +31,9 @@ def test_a_new_job_is_queued_with_its_request_and_expires(store, redis_server):
 
 def test_a_redelivered_run_records_each_epoch_once_and_supersedes_the_first(store):
     job_id = store.create("kernel_training", REQUEST, OWNER, epochs=5)[0]["id"]
-    first = store.start(job_id)
+    first = store.start(job_id, "cpu")
     assert store.record_epochs(first, 1, [10.0, 5.0]) and store.record_epochs(first, 3, [10.0 / 3])
-    second = store.start(job_id)  # the message was redelivered: the first run may still be alive
+    second = store.start(job_id, "cpu")  # the message was redelivered: the first run may still be alive
     assert second.number == 2
     assert store.record_epochs(second, 1, [10.0, 5.0]) and store.record_epochs(second, 3, [10.0 / 3, 2.5, 2.0])
     assert not store.record_epochs(first, 4, [99.0])  # the first run is told to stop, and writes nothing
@@ -44,17 +46,17 @@ def test_a_redelivered_run_records_each_epoch_once_and_supersedes_the_first(stor
 
 def test_a_finished_job_is_not_started_again(store):
     job_id = store.create("correlation", REQUEST, OWNER)[0]["id"]
-    store.succeed(store.start(job_id), b"{}")
-    assert store.start(job_id) is None
+    store.succeed(store.start(job_id, "cpu"), b"{}")
+    assert store.start(job_id, "cpu") is None
     assert store.get(job_id)["status"] == "succeeded"
 
 
 def test_a_job_whose_worker_dies_every_time_fails_after_max_attempts(store):
     job_id = store.create("correlation", REQUEST, OWNER)[0]["id"]
-    store.start(job_id)
-    store.start(job_id)
+    store.start(job_id, "cpu")
+    store.start(job_id, "cpu")
     with pytest.raises(AttemptsExhausted):
-        store.start(job_id)
+        store.start(job_id, "cpu")
     job = store.get(job_id)
     assert job["status"] == "failed"
     error = orjson.loads(orjson.dumps(job["error"]))
@@ -64,10 +66,10 @@ def test_a_job_whose_worker_dies_every_time_fails_after_max_attempts(store):
 def test_cancel_stops_a_queued_job_at_once_and_a_running_one_at_its_next_epoch(store):
     queued = store.create("correlation", REQUEST, OWNER)[0]["id"]
     assert store.cancel(queued) == "cancelled"
-    assert store.start(queued) is None
+    assert store.start(queued, "cpu") is None
 
     running = store.create("kernel_training", REQUEST, OWNER, epochs=3)[0]["id"]
-    attempt = store.start(running)
+    attempt = store.start(running, "cpu")
     assert store.record_epochs(attempt, 1, [1.0])
     assert store.cancel(running) == "running"
     assert not store.record_epochs(attempt, 2, [0.5])
@@ -78,7 +80,7 @@ def test_cancel_stops_a_queued_job_at_once_and_a_running_one_at_its_next_epoch(s
 
 def test_a_failure_keeps_its_problem_and_unknown_jobs_are_none(store):
     job_id = store.create("correlation", REQUEST, OWNER)[0]["id"]
-    attempt = store.start(job_id)
+    attempt = store.start(job_id, "cpu")
     problem = Problem(title="Output not finite", status=422, detail="overflow")
     assert store.fail(job_id, attempt, problem) == "failed"
     assert orjson.loads(orjson.dumps(store.get(job_id)["error"])) == problem.model_dump(exclude_none=True)
@@ -89,9 +91,9 @@ def test_a_failure_keeps_its_problem_and_unknown_jobs_are_none(store):
 def test_big_requests_and_results_bypass_the_scripts_with_the_same_guarantees(store, redis_server):
     big = b'{"data": "' + b"x" * (INLINE_BYTES + 1) + b'"}'
     job_id = store.create("correlation", big, OWNER)[0]["id"]
-    first = store.start(job_id)
+    first = store.start(job_id, "cpu")
     assert first.request == big
-    second = store.start(job_id)  # redelivered while the first attempt still runs
+    second = store.start(job_id, "cpu")  # redelivered while the first attempt still runs
     assert store.succeed(first, b'{"stale": "' + b"s" * INLINE_BYTES + b'"}') is None
     assert store.succeed(second, big) == "succeeded"
     assert orjson.loads(orjson.dumps(store.get(job_id)["result"])) == orjson.loads(big)

@@ -47,7 +47,7 @@ def run_job(job_id: str, request_model: type[BaseModel], compute: Compute) -> No
     store = job_store()
     job_token = logs.job_id.set(job_id)
     try:
-        attempt = store.start(job_id)
+        attempt = store.start(job_id, str(device()))
         if attempt is None:
             log.info("job skipped: cancelled, finished or expired")
             return
