@@ -4,13 +4,17 @@ CI has no GPU, so the "GPU worker" here is a worker on the CPU that takes jobs f
 routing is what is tested; scripts/gpu_check.py checks CUDA's numbers where a GPU exists.
 """
 
+import subprocess
+import sys
+
 import pytest
+import torch
 
 from api import create_app
 from shared.settings import Settings
 from shared.taskqueue import QUEUE_NAMES
 from tests.conftest import wait_for_job
-from tests.support import RedisServer, Worker
+from tests.support import REPO, RedisServer, Worker
 
 TINY = {"input": [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]], "kernel": [[0.0, 1.0], [2.0, 3.0]]}  # work 16
 BIG = {"input": [[1.0] * 40] * 40, "kernel": [[1.0] * 5] * 5}  # 36 x 36 outputs x 25 taps: work 32,400
@@ -74,3 +78,12 @@ def test_asking_for_a_gpu_where_there_is_no_gpu_queue_is_refused_at_the_field(re
     assert response.status_code == 422 and response.get_json()["errors"][0]["loc"] == "/device"
     assert submit(client, BIG)["queue"] == "cpu"  # auto: everything on CPU workers
     assert queued(redis)["gpu"] == before["gpu"]
+
+
+def test_the_gpu_check_script_compares_cuda_with_the_cpu_or_says_there_is_no_gpu():
+    checked = subprocess.run([sys.executable, "-m", "scripts.gpu_check"], cwd=REPO, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    if torch.cuda.is_available():
+        assert checked.stdout.count("ok ") == 7 and "FAIL" not in checked.stdout
+    else:
+        assert checked.stdout.startswith("no GPU")
