@@ -116,6 +116,7 @@ _IMAGE_FORM = {
     "additionalProperties": False,
 }
 _IMAGE = {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}
+_TEXT = {"schema": {"type": "string"}}
 
 
 def _picture(summary: str, content: dict, statuses: tuple[int, ...], parameters: list | None = None) -> dict:
@@ -124,6 +125,11 @@ def _picture(summary: str, content: dict, statuses: tuple[int, ...], parameters:
         "responses": {"200": {"description": "The picture", "content": content}, **_problems(*statuses)},
     }
     return operation | ({"parameters": parameters} if parameters else {})
+
+
+def _loss_chart(name: str, content: dict) -> dict:
+    scale = _query("scale", {"type": "string", "enum": ["linear", "log"]}, "the loss axis (linear)")
+    return _picture(f"The loss curve so far, as {name}", content, (400, 401, 404, 414, 503), [scale])
 
 
 def _submission(model: str, summary: str, form: dict | None = None) -> dict:
@@ -229,24 +235,8 @@ def build(settings: Settings) -> dict:
                     },
                 }
             },
-            "/v1/jobs/{job_id}/loss.svg": job
-            | {
-                "get": _picture(
-                    "The loss curve so far, as SVG",
-                    {"image/svg+xml": {"schema": {"type": "string"}}},
-                    (400, 401, 404, 414, 503),
-                    [_query("scale", {"type": "string", "enum": ["linear", "log"]}, "the loss axis (linear)")],
-                )
-            },
-            "/v1/jobs/{job_id}/loss.png": job
-            | {
-                "get": _picture(
-                    "The loss curve so far, as PNG",
-                    _IMAGE,
-                    (400, 401, 404, 414, 503),
-                    [_query("scale", {"type": "string", "enum": ["linear", "log"]}, "the loss axis (linear)")],
-                )
-            },
+            "/v1/jobs/{job_id}/loss.svg": job | {"get": _loss_chart("SVG", {"image/svg+xml": _TEXT})},
+            "/v1/jobs/{job_id}/loss.png": job | {"get": _loss_chart("PNG", _IMAGE)},
             "/v1/jobs/{job_id}/output.png": job
             | {
                 "get": _picture(
