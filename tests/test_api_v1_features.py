@@ -104,6 +104,11 @@ def test_the_work_budget_is_checked_before_anything_is_queued(settings):
     assert response.status_code == 422
     [error] = response.get_json()["errors"]
     assert error["loc"] == "" and "MAX_WORK" in error["msg"] and "8400 multiply-adds" in error["msg"]
+    pairs = [{"input": EDGE_IMAGE}] * 3  # 6 x 7 outputs x 2 taps x 30 epochs x 3 pairs: 7560
+    response = client.post("/v1/kernel-trainings", json={"pairs": pairs, "target_kernel": EDGE_KERNEL, "epochs": 30})
+    assert response.status_code == 422 and "(30 epochs x 3 pairs)" in response.get_json()["errors"][0]["msg"]
+    under = client.post("/v1/kernel-trainings", json={"pairs": pairs[:2], "target_kernel": EDGE_KERNEL, "epochs": 2})
+    assert under.status_code == 202
 
 
 @pytest.fixture
