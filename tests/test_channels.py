@@ -207,3 +207,35 @@ def test_a_training_on_pairs_streams_its_losses_and_can_be_cancelled(client):
     assert cancelled["status"] == "cancelled" and 0 < cancelled["progress"]["epoch"] < 100_000
     losses = client.get(f"/v1/jobs/{job['id']}/loss").get_json()["losses"]
     assert len(losses) >= cancelled["progress"]["epoch"] - 1 and losses == sorted(losses, reverse=True)
+
+
+def test_validation_names_the_mismatched_dimension(client):
+    body = {"input": X_2CH.tolist(), "kernel": [K_2CH[0].tolist()] * 3}
+    [error] = client.post("/v1/correlations", json=body).get_json()["errors"]
+    assert error["loc"] == "/kernel"
+    assert error["msg"] == (
+        "kernel is 3 x 2 x 2: 3 input channels in its dimension 0, "
+        "but the input's channels are 2 (dimension 0 of its 2 x 3 x 3)"
+    )
+    body = {"input": X_2CH.tolist(), "kernel": [K_2CH.tolist()] * 2, "bias": [1.0, 2.0, 3.0]}
+    [error] = client.post("/v1/correlations", json=body).get_json()["errors"]
+    assert error["msg"] == "bias has 3 values but the kernel has 2 output channels (dimension 0 of its 2 x 2 x 2 x 2)"
+
+
+def test_the_openapi_document_takes_channels_and_pairs(client):
+    schemas = client.get("/openapi.json").get_json()["components"]["schemas"]
+
+    def depths(field: dict) -> set[int]:
+        found = set()
+        for form in field["anyOf"]:
+            depth, node = 0, form
+            while node.get("type") == "array":
+                depth, node = depth + 1, node["items"]
+            found.add(depth)
+        return found - {0}  # the base64 form is an object
+
+    correlation = schemas["CorrelationRequest"]["properties"]
+    assert depths(correlation["input"]) == {2, 3} and depths(correlation["kernel"]) == {2, 3, 4}
+    training = schemas["KernelTrainingRequest"]["properties"]
+    assert {"pairs", "kernel_shape", "optimizer", "loss", "tolerance", "batch_size", "shuffle"} <= training.keys()
+    assert "TrainingPair" in schemas
