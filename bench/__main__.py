@@ -22,7 +22,7 @@ import requests
 import torch
 
 from bench import stacks
-from services import corr2d, corr2d_reference, learn_kernel
+from services import Training, corr2d, corr2d_reference, correlate, fit_kernel, learn_kernel
 from shared.arrays import to_base64
 
 TINY = {"input": np.arange(64, dtype=np.float32).reshape(8, 8).tolist(), "kernel": [[1.0, 0.0, -1.0]] * 3}
@@ -98,7 +98,43 @@ def core(scale: int) -> list[Comparison]:
         )
         comparisons.append(Comparison(name, ours, theirs, "s", target))
     comparisons.append(train_epoch(scale))
+    comparisons += channels(scale)
     return comparisons
+
+
+def channels(scale: int, epochs: int = 10) -> list[Comparison]:
+    """Channels and pairs run on torch's own conv2d and optimizers: the wrapping should cost next to nothing."""
+    generator = torch.Generator().manual_seed(2)
+    X, K = torch.randn((3, 256, 256), generator=generator), torch.randn((8, 3, 3, 3), generator=generator)
+    correlation = side_by_side(
+        lambda: median_time(lambda: correlate(X, K, bias=[0.5] * 8), 10 * scale),
+        lambda: median_time(lambda: torch.nn.functional.conv2d(X[None], K, torch.full((8,), 0.5)), 10 * scale),
+        3,
+    )
+    inputs = torch.randn((16, 3, 64, 64), generator=generator)
+    targets = torch.nn.functional.conv2d(inputs, K[:4])
+    training = Training(lr=0.01, epochs=epochs, optimizer="adam", loss="mean", batch_size=4)
+    fitting = side_by_side(
+        lambda: median_time(lambda: fit_kernel(inputs, targets, (4, 3, 3, 3), training), scale) / epochs,
+        lambda: median_time(lambda: torch_training(inputs, targets, epochs), scale) / epochs,
+        3,
+    )
+    return [
+        Comparison("channels_3_to_8_256_vs_conv2d", *correlation, "s", 0.9),
+        Comparison("pairs_epoch_adam_vs_torch_loop", *fitting, "s", 0.9),
+    ]
+
+
+def torch_training(inputs: torch.Tensor, targets: torch.Tensor, epochs: int, batch: int = 4) -> None:
+    """The same training written directly: nn.Conv2d, mean squared error, torch.optim.Adam, batches in order."""
+    conv = torch.nn.Conv2d(3, 4, kernel_size=3, bias=False)
+    optimizer = torch.optim.Adam(conv.parameters(), lr=0.01)
+    for _ in range(epochs):
+        for start in range(0, len(inputs), batch):
+            loss = ((conv(inputs[start : start + batch]) - targets[start : start + batch]) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
 
 
 def seed_training(X: torch.Tensor, Y: torch.Tensor, lr: float, epochs: int) -> None:
