@@ -4,12 +4,15 @@ Each scenario keeps a full-page screenshot in test-artifacts/screenshots/, and f
 (a script error, a refused Content-Security-Policy, a file that did not load) it did not expect.
 """
 
+import json
 import re
 import shutil
 from dataclasses import dataclass, field
 
 import pytest
 import requests
+import torch
+import torch.nn.functional as F
 from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, Route, expect, sync_playwright
 
@@ -26,6 +29,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+# The chapter's two-channel example (its output is [[56, 72], [104, 120]]), and a 3 x 2 x 2 x 2 kernel of three
+# output channels: its kernel, then +1 and +2.
+TWO_CHANNEL_INPUT = [[[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[1, 2, 3], [4, 5, 6], [7, 8, 9]]]
+TWO_CHANNEL_KERNEL = [[[0, 1], [2, 3]], [[1, 2], [3, 4]]]
+THREE_OUTPUT_KERNEL = [[[[v + k for v in row] for row in channel] for channel in TWO_CHANNEL_KERNEL] for k in range(3)]
 # Enough epochs that the training lasts a second or more: its events then stream in over many chunks.
 EPOCHS = 5000
 # Records every point count the loss chart shows, in the page, so the test sees each step of its growth.
@@ -130,6 +138,61 @@ def test_runs_the_seed_3x3_example_and_shows_the_output_heatmap(visit):
     visit.assert_no_problems()
 
 
+def test_correlates_the_chapters_two_channel_example_with_a_heatmap_per_channel(visit):
+    correlation = visit.section("Correlation")
+    correlation.get_by_label("Input matrix").fill(json.dumps(TWO_CHANNEL_INPUT))
+    correlation.get_by_label("Kernel", exact=True).fill(json.dumps(TWO_CHANNEL_KERNEL))
+    correlation.get_by_role("button", name="Run correlation").click()
+    output = correlation.locator("figure.heatmap", has_text="Output")
+    expect(output.locator("td")).to_have_text(["56", "72", "104", "120"])
+    expect(output.locator("figure.channel")).to_have_count(0)  # one output: a plain matrix
+    for title, shape in (("Input", "2 × 3 × 3"), ("Kernel", "2 × 2 × 2")):
+        array = correlation.locator("figure.heatmap", has_text=title)
+        expect(array.locator("figcaption").first).to_have_text(f"{title}, {shape}")
+        expect(array.locator("figure.channel figcaption")).to_have_text(["channel 0", "channel 1"])
+        expect(array.locator(".legend")).to_have_count(1)  # one colour scale for both channels
+    inputs = correlation.locator("figure.heatmap", has_text="Input")
+    expect(inputs.locator(".legend")).to_have_text(re.compile("min 0.*max 9"))
+    one_in_channel_0 = inputs.locator("figure.channel", has_text="channel 0").locator("td").nth(1)
+    one_in_channel_1 = inputs.locator("figure.channel", has_text="channel 1").locator("td").first
+    expect(one_in_channel_1).to_have_attribute("title", "channel 1, row 0, column 0: 1")
+    for cell in (one_in_channel_0, one_in_channel_1):
+        expect(cell).to_have_text("1")
+    colours = [
+        cell.evaluate("cell => getComputedStyle(cell).backgroundColor") for cell in (one_in_channel_0, one_in_channel_1)
+    ]
+    assert colours[0] == colours[1]
+    visit.screenshot("two-channel-correlation")
+    visit.assert_no_problems()
+
+
+def test_correlates_with_three_output_channels_and_a_bias_each(visit):
+    expected = F.conv2d(
+        torch.tensor([TWO_CHANNEL_INPUT], dtype=torch.float64),
+        torch.tensor(THREE_OUTPUT_KERNEL, dtype=torch.float64),
+        torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64),
+    )[0]
+    correlation = visit.section("Correlation")
+    correlation.get_by_label("Input matrix").fill(json.dumps(TWO_CHANNEL_INPUT))
+    correlation.get_by_label("Kernel", exact=True).fill(json.dumps(THREE_OUTPUT_KERNEL))
+    correlation.get_by_label("Bias").fill("[1, 0, -1]")
+    correlation.get_by_role("button", name="Run correlation").click()
+    output = correlation.locator("figure.heatmap", has_text="Output")
+    expect(output.locator("figcaption").first).to_have_text("Output, 3 × 2 × 2")
+    channels = output.locator("figure.channel")
+    expect(channels.locator("figcaption")).to_have_text(["channel 0", "channel 1", "channel 2"])
+    expect(channels.first.locator("td")).to_have_text(["57", "73", "105", "121"])
+    for index, values in enumerate(expected.tolist()):
+        expect(channels.nth(index).locator("td")).to_have_text([f"{value:g}" for row in values for value in row])
+    kernel = correlation.locator("figure.heatmap", has_text="Kernel")
+    expect(kernel.locator(".channels")).to_have_count(3)  # a row of input channels per output channel
+    captions = [f"out {out}, in {c}" for out in range(3) for c in range(2)]
+    expect(kernel.locator("figure.channel figcaption")).to_have_text(captions)
+    expect(kernel.locator("td").last).to_have_attribute("title", "out 2, in 1, row 1, column 1: 6")
+    visit.screenshot("three-output-correlation")
+    visit.assert_no_problems()
+
+
 def test_trains_the_seed_edge_kernel_with_a_growing_loss_curve(visit):
     training = visit.section("Kernel training")
     training.get_by_role("button", name="Seed's edge example").click()
@@ -149,6 +212,43 @@ def test_trains_the_seed_edge_kernel_with_a_growing_loss_curve(visit):
     expect(training.locator(".plot")).to_have_attribute("data-points", str(EPOCHS))
     expect(training.locator(".plot .u-axis")).not_to_have_count(0)
     visit.screenshot("seed-edge-training")
+    visit.assert_no_problems()
+
+
+def test_trains_on_several_pairs_with_adam_until_the_tolerance(visit):
+    true_kernel = torch.tensor([[[[1, -1], [0.5, 0]], [[0, 2], [-0.5, 1]]]], dtype=torch.float64)
+    inputs = torch.randn(4, 2, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64).round(decimals=1)
+    targets = F.conv2d(inputs, true_kernel).round(decimals=2)  # exact: tenths times halves
+    pairs = [{"input": x.tolist(), "target": y.tolist()} for x, y in zip(inputs, targets, strict=True)]
+    training = visit.section("Kernel training")
+    training.get_by_label("Several pairs").check()
+    expect(training.get_by_label("Input matrix")).to_be_hidden()
+    training.get_by_label("Pairs", exact=True).fill(json.dumps(pairs))
+    training.get_by_label("Kernel size").fill("[2, 2]")
+    training.get_by_label("Learning rate").fill("0.05")
+    training.get_by_label("Epochs").fill("2000")
+    training.get_by_label("Optimizer").select_option("adam")
+    expect(training.get_by_label("Momentum")).to_be_disabled()  # for the momentum optimizer only
+    training.get_by_label("Loss", exact=True).select_option("mean")
+    training.get_by_label("Tolerance").fill("1e-6")
+    training.get_by_role("button", name="Train kernel").click()
+    learned = training.locator("figure.heatmap", has_text="Learned kernel")
+    expect(learned).to_be_visible(timeout=60_000)
+    expect(learned.locator("figcaption").first).to_have_text("Learned kernel, 1 × 2 × 2 × 2")
+    expect(learned.locator("figure.channel figcaption")).to_have_text(["out 0, in 0", "out 0, in 1"])
+    cells = [float(cell) for cell in learned.locator("td").all_text_contents()]
+    assert cells == pytest.approx(true_kernel.flatten().tolist(), abs=0.02)
+    progress = training.locator(".progress")
+    expect(progress).to_contain_text(re.compile(r"^Converged: stopped early at epoch \d+ of 2000: loss \S+ below"))
+    stopped_at = re.search(r"epoch (\d+)", progress.text_content()).group(1)
+    expect(training.locator(".plot")).to_have_attribute("data-points", stopped_at)  # the curve of every epoch run
+    expect(training.locator("figure.heatmap", has_text="Input of pair 1 of 4").locator("figure.channel")).to_have_count(
+        2
+    )
+    expect(training.locator("figure.heatmap", has_text="Target output of pair 1 of 4")).to_contain_text("1 × 5 × 5")
+    expect(training.get_by_role("status")).to_contain_text(re.compile(r"succeeded on cpu after"))
+    expect(visit.section("Recent jobs").locator("tbody tr").first.locator("td").nth(3)).to_have_text("cpu")
+    visit.screenshot("pairs-training")
     visit.assert_no_problems()
 
 
@@ -193,6 +293,34 @@ def test_shows_the_api_error_for_a_ragged_matrix_at_the_input_field(visit, live_
     expect(matrix).to_be_focused()
     visit.screenshot("ragged-input-error")
     visit.assert_no_problems(expected="status of 422")  # the browser logs the refused request
+
+
+def test_shows_the_api_errors_of_a_pair_and_of_an_option_at_their_fields(visit, live_stack):
+    pairs = [{"input": [[1, 2, 3], [4, 5, 6]]}, {"input": [[1, 2], [3, 4]]}]
+    body = {"pairs": pairs, "target_kernel": [[1, -1]]}
+    refusal = requests.post(f"{live_stack.url}/v1/kernel-trainings", json=body, timeout=10)
+    assert refusal.status_code == 422
+    (error,) = refusal.json()["errors"]
+    assert error["loc"] == "/pairs/1/input"
+    training = visit.section("Kernel training")
+    training.get_by_label("Several pairs").check()
+    field = training.get_by_label("Pairs", exact=True)
+    field.fill(json.dumps(pairs))
+    training.get_by_label("True kernel", exact=True).fill("[[1, -1]]")
+    training.get_by_role("button", name="Train kernel").click()
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(field).to_have_accessible_description(re.compile(re.escape(f"{error['msg']} (at /pairs/1/input)")))
+    expect(field).to_be_focused()
+    visit.screenshot("pairs-error")
+    field.fill(json.dumps(pairs[:1]))
+    training.get_by_label("Optimizer").select_option("momentum")
+    momentum = training.get_by_label("Momentum")
+    momentum.fill("1")  # must be below 1
+    training.get_by_role("button", name="Train kernel").click()
+    expect(momentum).to_have_attribute("aria-invalid", "true")
+    expect(momentum).to_have_accessible_description(re.compile("less than 1"))
+    expect(field).not_to_have_attribute("aria-invalid", "true")
+    visit.assert_no_problems(expected="status of 422")  # the browser logs the refused requests
 
 
 def test_shows_a_json_syntax_error_at_its_field_without_sending_it(visit):

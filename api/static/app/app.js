@@ -1,7 +1,7 @@
 // The convq page: the correlation and kernel-training forms, their results as pictures, the API key and the jobs.
 
 import { ApiError, apiKey, followJob, getBlob, getJson, submit } from "./api.js";
-import { clearErrors, json, number, readFields, showApiError, showErrors } from "./fields.js";
+import { clearErrors, json, number, readFields, showApiError, showErrors, text } from "./fields.js";
 import { formatNumber, heatmap } from "./heatmap.js";
 import { JobList, runTime, shortId } from "./jobs.js";
 import { LossChart } from "./losschart.js";
@@ -67,8 +67,9 @@ async function run(panel, errors, path, body, view) {
       signal,
     );
     jobs.refresh();
+    const on = finished.device ? ` on ${finished.device}` : "";
     const took = finished.started_at ? ` after ${runTime(finished)}` : "";
-    panel.status.textContent = `Job ${shortId(job.id)} ${finished.status}${took}.`;
+    panel.status.textContent = `Job ${shortId(job.id)} ${finished.status}${on}${took}.`;
     if (finished.status === "succeeded") panel.results.append(await view.finish(finished, signal));
     else if (finished.error) showApiError(panel.form, new ApiError(finished.error));
   } catch (error) {
@@ -84,7 +85,7 @@ correlation.form.addEventListener("submit", (event) => {
   const { elements } = correlation.form;
   const file = elements.image.files[0];
   const fromImage = elements.source.value === "image";
-  const parsers = { kernel: json, padding: json, stride: json, bias: number };
+  const parsers = { kernel: json, padding: json, stride: json, bias: json };
   const { values, errors } = readFields(correlation.form, fromImage ? parsers : { input: json, ...parsers });
   if (fromImage && !file) errors.push({ field: elements.image, msg: "Choose a PNG or JPEG image." });
   const body = fromImage ? multipart(file, values) : values;
@@ -107,17 +108,32 @@ correlation.form.addEventListener("submit", (event) => {
 training.form.addEventListener("submit", (event) => {
   event.preventDefault();
   const { elements } = training.form;
-  const target = elements.target_kind.value; // "target_kernel" or "target"
-  const parsers = { input: json, [target]: json, kernel_size: json, lr: number, epochs: number, seed: number };
-  const { values, errors } = readFields(training.form, parsers);
+  const kind = elements.target_kind.value; // "target_kernel", "target" or "pairs"
+  const { values, errors } = readFields(training.form, {
+    ...(kind === "pairs" ? { pairs: json, target_kernel: json } : { input: json, [kind]: json }),
+    kernel_size: json,
+    kernel_shape: json,
+    lr: number,
+    epochs: number,
+    optimizer: text,
+    momentum: number,
+    loss: text,
+    tolerance: number,
+    batch_size: number,
+    seed: number,
+  });
   values.bias = elements.bias.checked;
+  values.shuffle = elements.shuffle.checked;
   let chart;
   let progressText;
   run(training, errors, "/v1/kernel-trainings", values, {
     start(results) {
       const figure = document.getElementById("loss-chart").content.firstElementChild.cloneNode(true);
-      const truth = target === "target_kernel" ? "True kernel" : "Target output";
-      results.append(matrixFigure("Input", values.input), figure, matrixFigure(truth, values[target]));
+      const [first, of] = values.pairs ? [values.pairs[0], ` of pair 1 of ${values.pairs.length}`] : [values, ""];
+      const truth = values.target_kernel
+        ? matrixFigure("True kernel", values.target_kernel)
+        : matrixFigure(`Target output${of}`, first.target);
+      results.append(matrixFigure(`Input${of}`, first.input), figure, truth);
       chart = new LossChart(figure.querySelector(".plot"));
       figure.querySelector(".log-scale").addEventListener("change", (e) => chart.setLogScale(e.target.checked));
       progressText = figure.querySelector(".progress");
@@ -127,31 +143,52 @@ training.form.addEventListener("submit", (event) => {
       progressText.textContent = `Epoch ${progress.epoch} of ${progress.epochs}, loss ${formatNumber(progress.loss)}`;
     },
     finish(job) {
-      const { kernel, bias, loss, epochs_run: epochs } = job.result;
-      progressText.textContent = `Finished: ${epochs} epochs, loss ${formatNumber(loss)}`;
-      return matrixFigure(bias === null ? "Learned kernel" : `Learned kernel, bias ${formatNumber(bias)}`, kernel);
+      const { kernel, bias } = job.result;
+      progressText.textContent = ending(job.result, job.progress?.epochs, values.tolerance);
+      return matrixFigure(`Learned kernel${biasText(bias)}`, kernel);
     },
   });
 });
 
+/** How a training ended: its epochs and loss and, with a tolerance, whether the loss fell below it. */
+function ending({ loss, epochs_run: run, converged }, epochs, tolerance) {
+  const finished = `Finished: ${run} epochs, loss ${formatNumber(loss)}`;
+  if (tolerance === undefined) return finished;
+  const below = `below tolerance ${formatNumber(tolerance)}`;
+  if (!converged) return `${finished}, not ${below}: not converged`;
+  if (run < epochs) return `Converged: stopped early at epoch ${run} of ${epochs}: loss ${formatNumber(loss)} ${below}`;
+  return `${finished}: converged, ${below}`;
+}
+
+/** A learned bias for a title: none, one number, or one per output channel. */
+function biasText(bias) {
+  if (bias === null) return "";
+  return Array.isArray(bias) ? `, biases [${bias.map(formatNumber).join(", ")}]` : `, bias ${formatNumber(bias)}`;
+}
+
 document.getElementById("seed-example").addEventListener("click", () => {
   const { elements } = training.form;
-  elements.target_kind.value = "target_kernel";
-  showChosen(training.form, "target_kind", "data-target");
+  training.form.reset(); // the options too
   elements.input.value = matrixText(SEED_EDGE_EXAMPLE.input);
   elements.target_kernel.value = matrixText(SEED_EDGE_EXAMPLE.target_kernel);
   elements.kernel_size.value = `[${SEED_EDGE_EXAMPLE.kernel_size.join(", ")}]`;
   elements.lr.value = SEED_EDGE_EXAMPLE.lr;
   elements.epochs.value = SEED_EDGE_EXAMPLE.epochs;
-  elements.bias.checked = false;
-  elements.seed.value = 0;
+  showChosen(training.form, "target_kind", "data-target");
+  offerMomentum();
 });
 
-/** Show the fields whose `attribute` names the chosen value of the radio buttons `radios`; hide the others. */
+/** Show the fields whose `attribute` lists the chosen value of the radio buttons `radios`; hide the others. */
 function showChosen(form, radios, attribute) {
   for (const field of form.querySelectorAll(`[${attribute}]`)) {
-    field.hidden = field.getAttribute(attribute) !== form.elements[radios].value;
+    field.hidden = !field.getAttribute(attribute).split(" ").includes(form.elements[radios].value);
   }
+}
+
+/** The momentum field is for the momentum optimizer only (a disabled field is not sent). */
+function offerMomentum() {
+  const { optimizer, momentum } = training.form.elements;
+  momentum.disabled = optimizer.value !== "momentum";
 }
 
 /** The named kernels of GET /v1/kernels as choices that fill in the kernel field. */
@@ -173,7 +210,7 @@ function multipart(file, values) {
   return body;
 }
 
-/** A matrix as a heatmap; a note when it was given in the API's base64 form, which the page does not draw. */
+/** An array as heatmaps; a note when it was given in the API's base64 form, which the page does not draw. */
 function matrixFigure(title, matrix) {
   if (Array.isArray(matrix)) return heatmap(title, matrix);
   return Object.assign(document.createElement("p"), { textContent: `${title}: given in base64 form.` });
@@ -203,6 +240,8 @@ for (const [form, radios, attribute] of [
   form.addEventListener("change", (event) => event.target.name === radios && showChosen(form, radios, attribute));
   showChosen(form, radios, attribute); // the browser may have restored a choice
 }
+training.form.elements.optimizer.addEventListener("change", offerMomentum);
+offerMomentum(); // the browser may have restored a choice
 presets.addEventListener("change", () => {
   if (presets.value) correlation.form.elements.kernel.value = presets.value;
 });

@@ -3,10 +3,11 @@
 // The request fields an error's loc can point at (its first segment); others are shown on the form.
 const FIELDS = new Set([
   "input", "image", "kernel", "padding", "stride", "bias",
-  "target", "target_kernel", "kernel_size", "lr", "epochs", "seed",
+  "target", "target_kernel", "pairs", "kernel_size", "kernel_shape", "lr", "epochs", "seed",
+  "optimizer", "momentum", "loss", "tolerance", "batch_size", "shuffle",
 ]);
 
-/** JSON text: a matrix, an integer or [a, b]. */
+/** JSON text: an array, a number, [a, b] or a list of pairs. */
 export function json(field) {
   try {
     return JSON.parse(field.value);
@@ -21,16 +22,19 @@ export function number(field) {
   return field.valueAsNumber;
 }
 
+/** The chosen option of a <select>. */
+export const text = (field) => field.value;
+
 /**
- * The form's fields named in `parsers`, each parsed by its parser; empty fields are left out (the API has defaults
- * or says what is missing). Returns {values, errors}, errors as [{field, msg}] for showErrors.
+ * The form's fields named in `parsers`, each parsed by its parser; empty and disabled fields are left out (the API
+ * has defaults or says what is missing). Returns {values, errors}, errors as [{field, msg}] for showErrors.
  */
 export function readFields(form, parsers) {
   const values = {};
   const errors = [];
   for (const [name, parse] of Object.entries(parsers)) {
     const field = form.elements.namedItem(name);
-    if (field.value.trim() === "" && !field.validity.badInput) continue;
+    if (field.disabled || (field.value.trim() === "" && !field.validity.badInput)) continue;
     try {
       values[name] = parse(field);
     } catch (error) {

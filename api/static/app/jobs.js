@@ -1,4 +1,4 @@
-// The recent jobs: kind, status and run time, with a Cancel button for unfinished ones; refreshed while any is.
+// The recent jobs: kind, status, device and run time, with a Cancel button for unfinished ones; refreshed while any is.
 
 import { cancelJob, getJson } from "./api.js";
 
@@ -42,7 +42,9 @@ export class JobList {
     const id = Object.assign(document.createElement("code"), { textContent: shortId(job.id), title: job.id });
     const { status, progress } = job;
     const shown = status === "running" && progress ? `running, epoch ${progress.epoch} of ${progress.epochs}` : status;
-    const cells = [id, job.kind.replace("_", " "), shown, new Date(job.created_at).toLocaleTimeString(), runTime(job)];
+    const device = job.device ?? `${job.queue} queue`; // where it ran; before it starts, the workers it waits for
+    const submitted = new Date(job.created_at).toLocaleTimeString();
+    const cells = [id, job.kind.replace("_", " "), shown, device, submitted, runTime(job)];
     for (const content of cells) row.insertCell().append(content);
     row.cells[2].className = `job-status ${status}`;
     const action = row.insertCell();
