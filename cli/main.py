@@ -3,7 +3,7 @@
 Exit codes, for scripts:
   0    success
   1    the job failed or was cancelled (commands that wait for a job: --wait, edges)
-  2    usage error: bad options, or a matrix file that cannot be read or holds no matrix
+  2    usage error: bad options, or a matrix or pairs file that cannot be read or holds no array or pairs
   3    the API refused the request (4xx: its title, detail and each fault's loc: msg go to stderr)
   4    the server could not be reached, or answered 5xx
   130  interrupted (Ctrl-C while waiting leaves the job running and says how to cancel it)
@@ -16,9 +16,9 @@ from pathlib import Path
 import click
 
 from cli import render
-from cli.matrices import KernelFile, KernelName, MatrixFile, PairType
+from cli.matrices import KERNEL_SHAPE, PAIR, KernelFile, KernelName, MatrixFile, NumberType, PairsFile
 from client import ApiError, Client, Job, ServerUnreachable
-from client.models import JobKind, JobStatus
+from client.models import Device, JobKind, JobStatus, Loss, Optimizer
 
 JOB_FAILED, REFUSED, UNAVAILABLE, INTERRUPTED = 1, 3, 4, 130
 # Prefer: wait on a submission: a small job answers finished in one round trip; a longer one is then
@@ -58,6 +58,11 @@ class ConvqGroup(click.Group):
             raise click.exceptions.Exit(INTERRUPTED) from None
 
 
+def _choice(literal) -> click.Choice:
+    """The values of a Literal type as a click choice."""
+    return click.Choice(typing.get_args(literal))
+
+
 def _json_flag(ctx: click.Context, _param, value: bool) -> None:
     if value:
         ctx.obj.json = True
@@ -67,6 +72,11 @@ json_option = click.option(
     "--json", is_flag=True, expose_value=False, callback=_json_flag, help="Print plain JSON on stdout, for scripts."
 )
 wait_option = click.option("--wait", is_flag=True, help="Wait for the job to finish and show its result.")
+device_option = click.option(
+    "--device",
+    type=_choice(Device),
+    help="Workers to run on: auto sends big jobs to GPU workers, if the server has them [server's default: auto].",
+)
 
 
 @click.group(cls=ConvqGroup, epilog="\b\n" + __doc__[__doc__.index("Exit codes") :])
@@ -75,59 +85,79 @@ wait_option = click.option("--wait", is_flag=True, help="Wait for the job to fin
 @click.option("--json", "as_json", is_flag=True, help="Print plain JSON on stdout, for scripts.")
 @click.pass_context
 def cli(ctx: click.Context, url: str, api_key: str | None, as_json: bool) -> None:
-    """Run 2-D cross-correlations and kernel trainings on a convq server."""
+    """Run cross-correlations (of matrices, or with channels) and kernel trainings on a convq server."""
     ctx.obj = Session(ctx.with_resource(Client(url, api_key)), as_json)
 
 
 @cli.command()
-@click.option("-i", "--input", "input_", type=MatrixFile(), required=True, help="Input matrix: .json, .csv or .npy.")
-@click.option("-k", "--kernel", type=KernelFile(), required=True, help="Kernel matrix file, or a kernel's name.")
-@click.option("--padding", type=PairType(), help="Zero padding.")
-@click.option("--stride", type=PairType(), help="Step of the window.")
-@click.option("--bias", type=float, help="Added to every output element.")
+@click.option(
+    "-i", "--input", "input_", type=MatrixFile(), required=True, help="H x W or C x H x W: .json, .npy or (2-D) .csv."
+)
+@click.option(
+    "-k", "--kernel", type=KernelFile(), required=True, help="kh x kw, C x kh x kw or O x C x kh x kw file; or a name."
+)
+@click.option("--padding", type=PAIR, help="Zero padding.")
+@click.option("--stride", type=PAIR, help="Step of the window.")
+@click.option("--bias", type=NumberType(many=True), help="Added to the output; 1,0,-1: one per output channel.")
+@device_option
 @wait_option
 @json_option
 @click.pass_obj
-def correlate(session: Session, input_, kernel, padding, stride, bias: float | None, wait: bool) -> None:
-    """Cross-correlate a matrix with a kernel: a file, or a name such as sobel-x."""
+def correlate(session: Session, input_, kernel, padding, stride, bias, device: str | None, wait: bool) -> None:
+    """Cross-correlate a matrix (or an input with channels) with a kernel: a file, or a name such as sobel-x."""
     job = session.client.correlate(
         input_,
         session.kernel(kernel),
         padding=padding,
         stride=stride,
         bias=bias,
+        device=device,
         wait=SUBMIT_WAIT_SECONDS if wait else None,
     )
     _conclude(session, _follow(session, job) if wait else job)
 
 
 @cli.command()
-@click.option("-i", "--input", "input_", type=MatrixFile(), required=True, help="X, the input matrix.")
-@click.option("--target", type=MatrixFile(), help="Y, the output to reproduce (with --kernel-size).")
-@click.option("--kernel-size", type=PairType(), help="Size of the kernel to learn (with --target).")
-@click.option("--target-kernel", type=KernelFile(), help="K*: the server makes Y = corr2d(X, K*). A file or a name.")
-@click.option("--epochs", type=int, help="Iterations of gradient descent [server's default: 20].")
-@click.option("--lr", type=float, help="Learning rate [server's default: 0.03].")
-@click.option("--bias", is_flag=True, help="Learn a scalar bias too.")
-@click.option("--seed", type=int, help="Seed of the initial kernel [server's default: 0].")
+@click.option("-i", "--input", "input_", type=MatrixFile(), help="X, the input: H x W or C x H x W.")
+@click.option("--target", type=MatrixFile(), help="Y, the output to reproduce from --input.")
+@click.option(
+    "--pairs",
+    type=PairsFile(),
+    help='Several examples instead of -i: .json [{"input", "target"}, ...], or .npz with arrays inputs and targets.',
+)
+@click.option("--target-kernel", type=KernelFile(), help="K*: the server makes each Y = corr2d(X, K*); a file or name.")
+@click.option("--kernel-size", type=PAIR, help="kh x kw of the kernel to learn; its channels follow X's and Y's.")
+@click.option("--kernel-shape", type=KERNEL_SHAPE, help="The kernel's whole shape instead: 3x3, 2x3x3 or 1x2x3x3.")
+@click.option("--epochs", type=int, help="Passes over the examples [server's default: 20].")
+@click.option("--lr", type=NumberType(), help="Learning rate [server's default: 0.03].")
+@click.option("--optimizer", type=_choice(Optimizer), help="The update rule [server's default: sgd].")
+@click.option("--momentum", type=NumberType(), help="The momentum of --optimizer momentum [server's default: 0.9].")
+@click.option("--loss", type=_choice(Loss), help="Of the squared errors [server's default: sum].")
+@click.option("--tolerance", type=NumberType(), help="Stop after the first epoch whose loss is below this.")
+@click.option("--batch-size", type=int, help="Examples per step [server's default: all of them].")
+@click.option("--shuffle", is_flag=True, help="Take the examples in a new order every epoch.")
+@click.option("--bias", is_flag=True, help="Learn a bias too (one per output channel).")
+@click.option("--seed", type=int, help="Seed of the initial kernel and the shuffles [server's default: 0].")
+@device_option
 @wait_option
 @json_option
 @click.pass_obj
-def train(session: Session, input_, target, kernel_size, target_kernel, epochs, lr, bias, seed, wait) -> None:
+def train(session: Session, input_, target, pairs, target_kernel, wait: bool, **options) -> None:
     """Learn a kernel by gradient descent; with --wait, follow it on a live progress bar."""
-    if (target is None) == (target_kernel is None):
+    if (input_ is None) == (pairs is None):
+        raise click.UsageError("give either -i/--input or --pairs")
+    if pairs is not None and target is not None:
+        raise click.UsageError("--target goes with --input: with --pairs, each pair holds its target")
+    if input_ is not None and (target is None) == (target_kernel is None):
         raise click.UsageError("give either --target (with --kernel-size) or --target-kernel")
-    if target is not None and kernel_size is None:
-        raise click.UsageError("--target needs --kernel-size")
+    if target_kernel is None and options["kernel_size"] is None and options["kernel_shape"] is None:
+        raise click.UsageError("without --target-kernel, give --kernel-size (or --kernel-shape)")
     job = session.client.train(
         input_,
+        pairs=pairs,
         target=target,
         target_kernel=None if target_kernel is None else session.kernel(target_kernel, "--target-kernel"),
-        kernel_size=kernel_size,
-        lr=lr,
-        epochs=epochs,
-        bias=bias or None,
-        seed=seed,
+        **options,
     )
     _conclude(session, _follow(session, job, bar=True) if wait else job)
 
@@ -136,26 +166,29 @@ def train(session: Session, input_, target, kernel_size, target_kernel, epochs, 
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG to write.")
 @click.option("-k", "--kernel", type=KernelFile(), default="edge", show_default=True, help="Kernel name or file.")
+@device_option
 @json_option
 @click.pass_obj
-def edges(session: Session, image: Path, output: Path, kernel) -> None:
-    """Find the edges in a PNG or JPEG image and save them as a PNG."""
+def edges(session: Session, image: Path, output: Path, kernel, device: str | None) -> None:
+    """Find the edges in a PNG or JPEG image and save them as a PNG (an O x 1 x kh x kw kernel: O side by side)."""
     # base64: the output (as big as the image) comes back in half the bytes of lists, and decodes at once
     upload = session.client.correlate_image(
-        image, session.kernel(kernel), result_format="base64", wait=SUBMIT_WAIT_SECONDS
+        image, session.kernel(kernel), device=device, result_format="base64", wait=SUBMIT_WAIT_SECONDS
     )
     job = _follow(session, upload)
     if job.status == "succeeded":
         output.write_bytes(session.client.output_png(job.id))
     _conclude(session, job, result=False)
     if not session.json:
-        height, width = job.result.output.shape
-        render.out.print(f"wrote {output}, {width} x {height} pixels", markup=False)
+        *channels, height, width = job.result.output.shape
+        pixels = f"{width} x {height} pixels"
+        what = f"{channels[0]} channels of {pixels} side by side" if channels else pixels
+        render.out.print(f"wrote {output}, {what}", markup=False)
 
 
 @cli.command("jobs")
-@click.option("--status", type=click.Choice(typing.get_args(JobStatus)), help="Only jobs with this status.")
-@click.option("--kind", type=click.Choice(typing.get_args(JobKind)), help="Only jobs of this kind.")
+@click.option("--status", type=_choice(JobStatus), help="Only jobs with this status.")
+@click.option("--kind", type=_choice(JobKind), help="Only jobs of this kind.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many.")
 @json_option
 @click.pass_obj

@@ -20,7 +20,7 @@ from client import CorrelationResult, Event, Job, Problem, ProgressEvent, Status
 # squeezed into 80 columns either.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-MAX_SHOWN = 12
+MAX_SHOWN = 12  # rows and columns of a matrix, and matrices of an array with channels
 UPDATE_SECONDS = 0.1
 
 
@@ -35,10 +35,30 @@ def _plain(value):
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
     if isinstance(value, np.ndarray):
-        return [[float(str(element)) for element in row] for row in value]
+        return [_plain(item) for item in value] if value.ndim > 1 else [float(str(element)) for element in value]
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+def show_array(title: str, array: np.ndarray) -> None:
+    """A matrix as one table; an array with channels as one table per channel (the first MAX_SHOWN of them)."""
+    if array.ndim == 2:
+        show_matrix(title, array)
+        return
+    channels = list(np.ndindex(array.shape[:-2]))
+    cropped = "" if len(channels) <= MAX_SHOWN else f" (the first {MAX_SHOWN} of its {len(channels)}; --json for all)"
+    shape = " x ".join(map(str, array.shape))
+    out.print(f"{title}, {shape}, channel by channel{cropped}:")
+    for index in channels[:MAX_SHOWN]:
+        show_matrix(f"{title}: {_channel(index, array.shape)}", array[index])
+
+
+def _channel(index: tuple[int, ...], shape: tuple[int, ...]) -> str:
+    """Which matrix of an O x oh x ow output, a C x kh x kw or an O x C x kh x kw kernel: "channel 1 of 3"."""
+    if len(index) == 1:
+        return f"channel {index[0]} of {shape[0]}"
+    return f"output channel {index[0]} of {shape[0]}, input channel {index[1]} of {shape[1]}"
 
 
 def show_matrix(title: str, matrix: np.ndarray) -> None:
@@ -68,6 +88,8 @@ def show_job(job: Job) -> None:
         "started": _time(job.started_at),
         "finished": _time(job.finished_at),
         "expires": _time(job.expires_at),
+        "queue": job.queue,
+        "device": job.device,
         "progress": _progress(job),
         "error": f"{job.error.title}: {job.error.detail}" if job.error else "",
     }
@@ -80,12 +102,20 @@ def show_job(job: Job) -> None:
 
 def show_result(job: Job) -> None:
     """The result of a succeeded job (nothing for others)."""
-    if isinstance(job.result, CorrelationResult):
-        show_matrix("output", job.result.output)
-    elif job.result is not None:
-        show_matrix("learned kernel", job.result.kernel)
-        bias = "" if job.result.bias is None else f", bias {job.result.bias:.6g}"
-        out.print(f"loss {job.result.loss:.6g} after {job.result.epochs_run} epochs{bias}")
+    result = job.result
+    if isinstance(result, CorrelationResult):
+        show_array("output", result.output)
+    elif result is not None:
+        show_array("learned kernel", result.kernel)
+        converged = ", converged (below the tolerance)" if result.converged else ""
+        bias = "" if result.bias is None else f", bias {_numbers(result.bias)}"
+        out.print(f"loss {result.loss:.6g} after {result.epochs_run} epochs{converged}{bias}", markup=False)
+
+
+def _numbers(value: float | list[float]) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(f"{number:.6g}" for number in value) + "]"
+    return f"{value:.6g}"
 
 
 def show_problem(problem: Problem, prefix: str = "error") -> None:
@@ -98,13 +128,12 @@ def show_problem(problem: Problem, prefix: str = "error") -> None:
 def jobs_table(jobs: Iterable[Job]) -> Table:
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("id", no_wrap=True, min_width=36)  # whole, to copy into show and cancel
-    for name in ("kind", "status", "created", "progress"):
+    for name in ("kind", "status", "created", "queue", "device", "progress"):
         table.add_column(name, no_wrap=True)
     table.add_column("error")
     for job in jobs:
-        table.add_row(
-            job.id, job.kind, job.status, _time(job.created_at), _progress(job), job.error.title if job.error else ""
-        )
+        when, error = _time(job.created_at), job.error.title if job.error else ""
+        table.add_row(job.id, job.kind, job.status, when, job.queue, job.device or "", _progress(job), error)
     return table
 
 

@@ -2,17 +2,31 @@
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from client.errors import ApiError, ServerUnreachable
 from client.events import Retry, parse
 from client.matrices import MatrixLike, to_wire
-from client.models import Event, Job, LossPage, NamedKernel, Problem, ProgressEvent, StatusEvent
+from client.models import (
+    Device,
+    Event,
+    Job,
+    Loss,
+    LossPage,
+    NamedKernel,
+    Optimizer,
+    Problem,
+    ProgressEvent,
+    StatusEvent,
+)
 
 Pair = int | tuple[int, int] | list[int]
+Numbers = float | Sequence[float] | np.ndarray  # one number, or one per output channel
+TrainingPair = tuple[MatrixLike, MatrixLike | None] | dict[str, MatrixLike]
 
 # The server sends a comment every 15 s on a quiet event stream; a read that waits longer means it is gone.
 STREAM_READ_TIMEOUT = 60.0
@@ -45,13 +59,18 @@ class Client:
         *,
         padding: Pair | None = None,
         stride: Pair | None = None,
-        bias: float | None = None,
+        bias: Numbers | None = None,
+        device: Device | None = None,
         result_format: str | None = None,
         wait: int | None = None,
     ) -> Job:
-        """Submit a cross-correlation; with `wait`, the server holds the answer up to that many seconds for the end."""
+        """Submit a cross-correlation; with `wait`, the server holds the answer up to that many seconds for the end.
+
+        `input` is H x W or C x H x W; `kernel` kh x kw, C x kh x kw (one output) or O x C x kh x kw (O outputs,
+        with one `bias` each if it is a list).
+        """
         body = {"input": to_wire(input), "kernel": to_wire(kernel), "padding": padding, "stride": stride}
-        body |= {"bias": bias, "result_format": result_format}
+        body |= {"bias": _numbers(bias), "device": device, "result_format": result_format}
         return self._submit("/v1/correlations", _given(body), wait)
 
     def correlate_image(
@@ -61,7 +80,8 @@ class Client:
         *,
         padding: Pair | None = None,
         stride: Pair | None = None,
-        bias: float | None = None,
+        bias: Numbers | None = None,
+        device: Device | None = None,
         result_format: str | None = None,
         wait: int | None = None,
     ) -> Job:
@@ -70,37 +90,60 @@ class Client:
         `kernel` may be a matrix or the name of one of kernels(); output_png() draws the output.
         """
         name, content = ("image", image) if isinstance(image, bytes) else (Path(image).name, Path(image).read_bytes())
-        fields = {"kernel": to_wire(kernel), "padding": padding, "stride": stride, "bias": bias}
-        fields |= {"result_format": result_format}
-        # The form's fields hold JSON, but for plain text: a kernel's name, and result_format.
-        form = {key: value if isinstance(value, str) else json.dumps(value) for key, value in _given(fields).items()}
+        fields = {"kernel": to_wire(kernel), "padding": padding, "stride": stride, "bias": _numbers(bias)}
+        fields |= {"device": device, "result_format": result_format}
+        form = {key: _form_value(key, value) for key, value in _given(fields).items()}
         files = {"image": (name, content, "application/octet-stream")}
         return Job.from_json(self._request("POST", "/v1/correlations", data=form, files=files, headers=_prefer(wait)))
 
     def train(
         self,
-        input: MatrixLike,
+        input: MatrixLike | None = None,
         *,
+        pairs: Iterable[TrainingPair] | None = None,
         target: MatrixLike | None = None,
         target_kernel: MatrixLike | None = None,
         kernel_size: Pair | None = None,
+        kernel_shape: Sequence[int] | None = None,
         lr: float | None = None,
         epochs: int | None = None,
         bias: bool | None = None,
         seed: int | None = None,
+        optimizer: Optimizer | None = None,
+        momentum: float | None = None,
+        loss: Loss | None = None,
+        tolerance: float | None = None,
+        batch_size: int | None = None,
+        shuffle: bool | None = None,
+        device: Device | None = None,
         result_format: str | None = None,
         wait: int | None = None,
     ) -> Job:
-        """Submit a kernel training: give `target` and `kernel_size`, or `target_kernel`; None means the default."""
+        """Submit a kernel training; None means the server's default.
+
+        The examples: `input` with its `target`, or several `pairs`, each `(input, target)` or
+        `{"input": ..., "target": ...}`. Or give `target_kernel` instead of targets (a pair is then
+        `(input, None)` or `{"input": ...}`): the server makes them. The kernel to learn is `kernel_size`
+        [kh, kw] (its channels follow the examples') or `kernel_shape` ([kh, kw], [C, kh, kw] or [O, C, kh, kw]).
+        """
         body = {
             "input": to_wire(input),
-            "target": None if target is None else to_wire(target),
-            "target_kernel": None if target_kernel is None else to_wire(target_kernel),
+            "pairs": None if pairs is None else [_pair(pair) for pair in pairs],
+            "target": to_wire(target),
+            "target_kernel": to_wire(target_kernel),
             "kernel_size": kernel_size,
+            "kernel_shape": None if kernel_shape is None else [int(size) for size in kernel_shape],
             "lr": lr,
             "epochs": epochs,
             "bias": bias,
             "seed": seed,
+            "optimizer": optimizer,
+            "momentum": momentum,
+            "loss": loss,
+            "tolerance": tolerance,
+            "batch_size": batch_size,
+            "shuffle": shuffle,
+            "device": device,
             "result_format": result_format,
         }
         return self._submit("/v1/kernel-trainings", _given(body), wait)
@@ -240,6 +283,24 @@ def _check_deadline(job_id: str, deadline: float | None) -> None:
 
 def _unreachable(base_url: str, error: httpx.TransportError) -> ServerUnreachable:
     return ServerUnreachable(f"cannot reach the convq API at {base_url}: {error or type(error).__name__}")
+
+
+def _numbers(value: Numbers | None) -> float | list[float] | None:
+    """A number, or a list of them (from any sequence or numpy array), as plain floats for JSON."""
+    if value is None:
+        return None
+    return [float(number) for number in value] if isinstance(value, Sequence | np.ndarray) else float(value)
+
+
+def _pair(pair: TrainingPair) -> dict:
+    """A training pair on the wire, from (input, target) or a dict; a target of None is left out."""
+    fields = pair.items() if isinstance(pair, dict) else zip(("input", "target"), pair, strict=True)
+    return _given({name: to_wire(value) for name, value in fields})
+
+
+def _form_value(name: str, value) -> str:
+    """A form field's text: JSON, but for a kernel's name, result_format and device, which go as they are."""
+    return value if name in ("kernel", "result_format", "device") and isinstance(value, str) else json.dumps(value)
 
 
 def _given(fields: dict) -> dict:

@@ -1,8 +1,10 @@
-"""Matrices on the wire (the API's two forms): numpy arrays go as base64, results come back as numpy arrays.
+"""Arrays on the wire (the API's two forms): numpy arrays go as base64, results come back as numpy arrays.
 
-The base64 form is `{"shape": [h, w], "dtype": "float32", "data": "<base64>"}`,
-the elements row by row, little-endian. It is about half the size of nested
-lists and the server decodes it without parsing a number at a time.
+An array is a matrix (H x W) or one with channels (C x H x W inputs, C x kh x kw
+and O x C x kh x kw kernels). The base64 form is
+`{"shape": [...], "dtype": "float32", "data": "<base64>"}`, the elements in
+row-major order, little-endian. It is about half the size of nested lists and
+the server decodes it without parsing a number at a time.
 """
 
 import base64
@@ -12,11 +14,11 @@ import numpy as np
 
 DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 
-# What a request accepts as a matrix: a numpy array, or nested lists (or a ready-made wire form) sent as they are.
+# What a request accepts as an array: a numpy array, or nested lists (or a ready-made wire form) sent as they are.
 MatrixLike = np.ndarray | list | dict
 
 
-def to_wire(matrix: MatrixLike) -> Any:
+def to_wire(matrix: MatrixLike | None) -> Any:
     """A numpy array in the base64 form (float64 stays float64, anything else becomes float32); other values as is."""
     if not isinstance(matrix, np.ndarray):
         return matrix
@@ -26,7 +28,7 @@ def to_wire(matrix: MatrixLike) -> Any:
 
 
 def from_wire(value: list | dict) -> np.ndarray:
-    """A matrix of a result, in either form, as a float32 array."""
+    """An array of a result (2-D to 4-D), in either form, as a float32 array."""
     if isinstance(value, dict):
         raw = base64.b64decode(value["data"], validate=True)
         return np.frombuffer(raw, dtype=DTYPES[value["dtype"]]).reshape(value["shape"]).astype(np.float32)

@@ -10,6 +10,10 @@ from client.matrices import from_wire
 
 JobKind = Literal["correlation", "kernel_training"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Queue = Literal["cpu", "gpu"]
+Device = Literal["auto", "cpu", "gpu"]  # what a request asks for; a job's `device` says where it ran (cuda:0, ...)
+Optimizer = Literal["sgd", "momentum", "adam"]
+Loss = Literal["sum", "mean"]
 FINISHED = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -57,21 +61,32 @@ class Progress:
 
 @dataclass(frozen=True)
 class CorrelationResult:
+    """`output` is oh x ow, or O x oh x ow for an O x C x kh x kw kernel."""
+
     output: np.ndarray
 
 
 @dataclass(frozen=True)
 class TrainingResult:
+    """`kernel` has the requested kernel's shape (2-D to 4-D); `bias` is one number, one per output channel, or None.
+
+    `converged`: a loss fell below the request's tolerance, and the training stopped there after `epochs_run`.
+    """
+
     kernel: np.ndarray
-    bias: float | None
+    bias: float | list[float] | None
     loss: float
     loss_history: tuple[float, ...]
     epochs_run: int
+    converged: bool
 
 
 @dataclass(frozen=True)
 class Job:
-    """A job; `result` is set once it succeeded (never in a listing), `error` once it failed."""
+    """A job; `result` is set once it succeeded (never in a listing), `error` once it failed.
+
+    `queue` is the workers it was queued for; `device` where its last attempt ran (cpu, cuda:0, ...), None before.
+    """
 
     id: str
     kind: JobKind
@@ -81,6 +96,8 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     expires_at: datetime
+    queue: Queue
+    device: str | None
     progress: Progress | None
     result: CorrelationResult | TrainingResult | None
     error: Problem | None
@@ -100,6 +117,8 @@ class Job:
             started_at=_time(data["started_at"]),
             finished_at=_time(data["finished_at"]),
             expires_at=datetime.fromisoformat(data["expires_at"]),
+            queue=data["queue"],
+            device=data["device"],
             progress=_progress(data["progress"]),
             result=_result(data.get("result")),
             error=Problem.from_json(data["error"]) if data["error"] else None,
@@ -163,5 +182,6 @@ def _result(data: dict | None) -> CorrelationResult | TrainingResult | None:
             loss=data["loss"],
             loss_history=tuple(data["loss_history"]),
             epochs_run=data["epochs_run"],
+            converged=data["converged"],
         )
     return CorrelationResult(output=from_wire(data["output"]))

@@ -16,7 +16,16 @@ from PIL import Image
 from client import Client
 from tests.seed import EDGE_IMAGE, EDGES, K_2X2, X_3X3, Y_3X3
 from tests.support import free_port, wait_until
-from tests.test_client import long_training_input
+from tests.test_client import (
+    K_2CH,
+    K_3X2CH,
+    PAIRS_OPTIONS,
+    X_2CH,
+    Y_2CH,
+    Y_3CH_BIASED,
+    long_training_input,
+    pairs_of_a_known_kernel,
+)
 
 CONVQ = Path(sys.executable).parent / "convq"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -57,6 +66,17 @@ def submit_json(convq, *args: str) -> dict:
     return json.loads(run.stdout)
 
 
+def table_rows(stdout: str) -> list[list[str]]:
+    """The numbers of each row of the tables printed."""
+    return [re.findall(r"-?\d+", line) for line in stdout.splitlines() if "│" in line]
+
+
+def pairs_options() -> list[str]:
+    """PAIRS_OPTIONS as command-line options."""
+    options = [f"--{name.replace('_', '-')}={value}" for name, value in PAIRS_OPTIONS.items() if name != "shuffle"]
+    return [*options, "--shuffle"] if PAIRS_OPTIONS["shuffle"] else options
+
+
 @pytest.mark.parametrize("extension", [".json", ".csv", ".npy"])
 def test_correlate_the_seed_example_from_a_file_prints_plain_json(convq, tmp_path, extension):
     x = write_matrix(tmp_path, "x" + extension, X_3X3)
@@ -75,8 +95,27 @@ def test_correlate_shows_the_output_as_a_table_for_people(convq, tmp_path):
     assert run.returncode == 0, run.stderr
     assert re.search(r"job [0-9a-f-]{36} succeeded", run.stdout)
     assert "output, 2 x 2:" in run.stdout
-    rows = [re.findall(r"-?\d+", line) for line in run.stdout.splitlines() if "│" in line]
-    assert rows == [["19", "25"], ["37", "43"]]
+    assert table_rows(run.stdout) == [["19", "25"], ["37", "43"]]
+
+
+def test_correlate_the_chapters_two_channel_example_from_npy_and_json(convq, tmp_path):
+    x, k = write_matrix(tmp_path, "x.npy", X_2CH), write_matrix(tmp_path, "k.json", K_2CH)  # C x H x W, C x kh x kw
+    job = submit_json(convq, "correlate", "-i", x, "-k", k, "--device", "cpu", "--wait")
+    assert job["status"] == "succeeded" and job["result"]["output"] == Y_2CH
+    assert job["queue"] == "cpu" and job["device"] == "cpu"
+
+
+def test_three_output_channels_with_a_bias_each_are_shown_channel_by_channel(convq, tmp_path):
+    x, k = write_matrix(tmp_path, "x.json", X_2CH), write_matrix(tmp_path, "k.npy", K_3X2CH)  # O x C x kh x kw
+    job = submit_json(convq, "correlate", "-i", x, "-k", k, "--bias", "1,0,-1", "--wait")
+    assert job["result"]["output"] == Y_3CH_BIASED
+
+    run = convq("correlate", "-i", x, "-k", k, "--bias", "1,0,-1", "--wait")
+    assert run.returncode == 0, run.stderr
+    assert "output, 3 x 2 x 2, channel by channel:" in run.stdout
+    for channel in range(3):
+        assert f"output: channel {channel} of 3, 2 x 2:" in run.stdout
+    assert table_rows(run.stdout) == [[str(int(number)) for number in row] for out in Y_3CH_BIASED for row in out]
 
 
 def test_a_kernel_by_name_and_the_options(convq, tmp_path):
@@ -87,6 +126,9 @@ def test_a_kernel_by_name_and_the_options(convq, tmp_path):
 
     unknown = convq("correlate", "-i", x, "-k", "no-such-kernel")
     assert unknown.returncode == 2 and "sobel-x" in unknown.stderr  # the names there are
+    for bias in ("1,,2", "nan"):
+        wrong = convq("correlate", "-i", x, "-k", "edge", "--bias", bias)
+        assert wrong.returncode == 2 and "Invalid value for '--bias'" in wrong.stderr
 
 
 def test_submit_then_show_list_and_cancel(convq, tmp_path):
@@ -105,6 +147,8 @@ def test_submit_then_show_list_and_cancel(convq, tmp_path):
     assert shown["id"] == job_id
     people = convq("show", job_id)
     assert people.returncode == 0 and re.search(r"kind\s+correlation", people.stdout)
+    assert re.search(r"queue\s+cpu", people.stdout) and re.search(r"device\s+cpu", people.stdout)
+    assert re.search(rf"{job_id}\s+correlation\s+succeeded\s+\S+ \S+\s+cpu\s+cpu", table.stdout)
 
     cancelled = convq("--json", "cancel", job_id)  # the global --json, before the command
     assert cancelled.returncode == 0 and json.loads(cancelled.stdout)["id"] == job_id
@@ -148,7 +192,8 @@ def newest_training(api: Client) -> str | None:
         ("x.txt", "1 2", "not a matrix file"),
         ("x.csv", "1,2\n3\n", "number of columns"),
         ("x.csv", "1,a\n", "could not convert"),
-        ("x.npy", np.arange(3.0), "not a 2-D matrix"),
+        ("x.json", "[[1, NaN]]", "NaN is not a JSON number"),
+        ("x.npy", np.arange(3.0), "not a 2-D, 3-D or 4-D array"),
     ],
 )
 def test_exit_code_2_for_an_unreadable_or_invalid_matrix_file(convq, tmp_path, name, content, says):
@@ -167,6 +212,57 @@ def test_exit_code_2_for_a_training_without_its_target(convq, tmp_path):
     assert "--kernel-size" in convq("train", "-i", x, "--target", x).stderr
 
 
+def test_train_on_pairs_converges(convq, tmp_path):
+    kernel, pairs = pairs_of_a_known_kernel()
+    (tmp_path / "pairs.json").write_text(json.dumps([{"input": x.tolist(), "target": y.tolist()} for x, y in pairs]))
+    args = ["train", "--pairs", "pairs.json", "--epochs", "2000", *pairs_options()]
+    job = submit_json(convq, *args, "--kernel-size", "2x2", "--wait")
+    result = job["result"]
+    assert job["status"] == "succeeded" and result["converged"] and result["epochs_run"] < 2000
+    np.testing.assert_allclose(result["kernel"], kernel, atol=0.01)
+
+    np.savez(tmp_path / "pairs.npz", inputs=[x for x, _ in pairs], targets=[y for _, y in pairs])
+    args[2] = "pairs.npz"
+    run = convq(*args, "--kernel-shape", "1x2x2x2", "--wait")
+    assert run.returncode == 0, run.stderr
+    assert "learned kernel, 1 x 2 x 2 x 2, channel by channel:" in run.stdout
+    assert "learned kernel: output channel 0 of 1, input channel 1 of 2, 2 x 2:" in run.stdout
+    assert re.search(r"after \d+ epochs, converged", run.stdout)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("pairs.json", '{"input": [[1]], "target": [[1]]}', "holds no pairs"),
+        ("pairs.json", "[]", "holds no pairs"),
+        ("pairs.txt", "[]", "not a pairs file"),
+        ("pairs.npz", {"x": np.ones((2, 3, 3))}, "holds x: give arrays inputs"),
+        ("pairs.npz", {"inputs": np.ones((2, 3, 3)), "targets": np.ones((3, 2, 2))}, "give one target each"),
+        ("pairs.npz", {"inputs": np.ones((3, 3))}, "inputs is a 3 x 3 array of float64, not N x H x W"),
+        ("pairs.npz", np.ones((2, 3, 3)), "is no .npz archive"),
+    ],
+)
+def test_exit_code_2_for_a_bad_pairs_file(convq, tmp_path, name, content, says):
+    if isinstance(content, str):
+        (tmp_path / name).write_text(content)
+    elif isinstance(content, dict):
+        np.savez(tmp_path / name, **content)
+    else:
+        with open(tmp_path / name, "wb") as file:
+            np.save(file, content)  # a .npy under the name of an .npz
+    run = convq("train", "--pairs", name, "--kernel-size", "2")
+    assert run.returncode == 2 and "Invalid value for '--pairs'" in run.stderr and says in run.stderr
+
+
+def test_exit_code_2_for_examples_given_twice_or_not_at_all(convq, tmp_path):
+    (tmp_path / "pairs.json").write_text(json.dumps([{"input": X_3X3, "target": Y_3X3}]))
+    x = write_matrix(tmp_path, "x.json", X_3X3)
+    assert "-i/--input or --pairs" in convq("train", "--kernel-size", "2").stderr
+    assert "-i/--input or --pairs" in convq("train", "-i", x, "--pairs", "pairs.json", "--kernel-size", "2").stderr
+    with_target = convq("train", "--pairs", "pairs.json", "--target", x, "--kernel-size", "2")
+    assert with_target.returncode == 2 and "each pair holds its target" in with_target.stderr
+
+
 def test_exit_code_3_when_the_api_refuses_and_says_where(convq, tmp_path):
     ragged = write_matrix(tmp_path, "ragged.json", [[1.0, 2.0], [3.0]])
     run = convq("correlate", "-i", ragged, "-k", "edge", "--wait")
@@ -176,6 +272,14 @@ def test_exit_code_3_when_the_api_refuses_and_says_where(convq, tmp_path):
 
     unknown = convq("show", "00000000-0000-0000-0000-000000000000")
     assert unknown.returncode == 3 and "Not Found (404)" in unknown.stderr
+
+
+def test_exit_code_3_when_the_api_refuses_a_pair(convq, tmp_path):
+    pairs = [{"input": X_2CH, "target": Y_2CH}, {"input": X_3X3, "target": Y_2CH}]  # the second input is 2-D
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    run = convq("train", "--pairs", "pairs.json", "--kernel-size", "2x2", "--wait")
+    assert run.returncode == 3 and run.stdout == ""
+    assert "/pairs/1/input: pairs[1].input is 3 x 3 but pairs[0].input is 2 x 3 x 3" in run.stderr
 
 
 def test_exit_code_4_when_nothing_listens(convq):
@@ -200,8 +304,16 @@ def test_edges_writes_the_output_as_a_png(convq, tmp_path):
     with Image.open(tmp_path / "edges.png") as edges:
         assert edges.format == "PNG" and edges.size == (19, 12)
 
-    sobel = submit_json(convq, "edges", "photo.png", "-o", "sobel.png", "--kernel", "sobel-x")
+    sobel = submit_json(convq, "edges", "photo.png", "-o", "sobel.png", "--kernel", "sobel-x", "--device", "cpu")
     assert sobel["status"] == "succeeded" and (tmp_path / "sobel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sobel["device"] == "cpu"
+
+    two = write_matrix(tmp_path, "two.json", [[[[1.0, -1.0]]], [[[-1.0, 1.0]]]])  # 2 x 1 x 1 x 2: two outputs
+    run = convq("edges", "photo.png", "-o", "two.png", "--kernel", two)
+    assert run.returncode == 0, run.stderr
+    assert "wrote two.png, 2 channels of 19 x 12 pixels side by side" in run.stdout
+    with Image.open(tmp_path / "two.png") as both:
+        assert both.size == (2 * 19 + 1, 12)  # a white column apart
 
 
 def spawn_in_terminal(live_stack, tmp_path, *args: str) -> pexpect.spawn:

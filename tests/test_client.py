@@ -6,6 +6,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 import requests
+import torch
 from PIL import Image
 
 from client import (
@@ -24,6 +25,27 @@ from tests.support import Stack, free_port, wait_until
 from tests.test_operations import parse_metrics
 
 EVENT_REQUESTS = 'convq_http_requests_total{method="GET",route="/v1/jobs/<job_id>/events",status="200"}'
+
+# The chapter's two-channel input and kernel, and their one-channel output.
+X_2CH = [[[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]], [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]]
+K_2CH = [[[0.0, 1.0], [2.0, 3.0]], [[1.0, 2.0], [3.0, 4.0]]]
+Y_2CH = [[56.0, 72.0], [104.0, 120.0]]
+# Its three output channels (K, K + 1, K + 2), each with its bias: 1, 0, -1.
+K_3X2CH = np.stack([np.array(K_2CH) + offset for offset in range(3)])
+Y_3CH_BIASED = [[[57.0, 73.0], [105.0, 121.0]], [[76.0, 100.0], [148.0, 172.0]], [[95.0, 127.0], [191.0, 223.0]]]
+
+
+def pairs_of_a_known_kernel(count: int = 5) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """A 1 x 2 x 2 x 2 kernel and `count` (2 x 6 x 6 input, 1 x 5 x 5 target) pairs it makes, by torch's conv2d."""
+    generator = torch.Generator().manual_seed(0)
+    kernel = torch.randn((1, 2, 2, 2), generator=generator)
+    inputs = [torch.randn((2, 6, 6), generator=generator) for _ in range(count)]
+    pairs = [(x.numpy(), torch.nn.functional.conv2d(x[None], kernel)[0].numpy()) for x in inputs]
+    return kernel.numpy(), pairs
+
+
+# Adam on the mean loss, two pairs a step in a new order every epoch, stopping below the tolerance.
+PAIRS_OPTIONS = {"optimizer": "adam", "lr": 0.05, "loss": "mean", "tolerance": 1e-6, "batch_size": 2, "shuffle": True}
 
 
 def long_training_input() -> np.ndarray:
@@ -66,6 +88,44 @@ def test_padding_stride_and_bias_reach_the_server(api):
     assert job.result.output.tolist() == [[0.5, 0.5], [0.5, 1.5], [0.5, 1.5]]
 
 
+@pytest.mark.parametrize("form", ["lists", "numpy"])
+def test_the_chapters_two_channel_example(api, form):
+    x, k = (X_2CH, K_2CH) if form == "lists" else (np.array(X_2CH), np.array(K_2CH, dtype=np.float32))
+    job = finished(api, api.correlate(x, k, device="cpu", wait=2))
+    assert job.status == "succeeded" and job.result.output.tolist() == Y_2CH
+    assert job.queue == "cpu" and job.device == "cpu"
+
+
+@pytest.mark.parametrize("result_format", ["lists", "base64"])
+def test_three_output_channels_with_a_bias_each(api, result_format):
+    job = api.correlate(np.array(X_2CH), K_3X2CH, bias=np.array([1, 0, -1]), result_format=result_format, wait=2)
+    output = finished(api, job).result.output
+    assert output.shape == (3, 2, 2) and output.dtype == np.float32
+    assert output[0].tolist() == [[57.0, 73.0], [105.0, 121.0]] and output.tolist() == Y_3CH_BIASED
+
+
+def test_a_training_on_five_pairs_recovers_the_kernel_and_stops_once_converged(api):
+    kernel, pairs = pairs_of_a_known_kernel()
+    # Pairs as (input, target) tuples of numpy arrays, and as dicts of nested lists.
+    given = pairs[:3] + [{"input": x.tolist(), "target": y.tolist()} for x, y in pairs[3:]]
+    job = api.train(pairs=given, kernel_shape=kernel.shape, epochs=2000, **PAIRS_OPTIONS)
+    assert job.queue == "cpu"
+
+    job = api.wait(job.id, timeout=60)
+    assert job.status == "succeeded" and job.device == "cpu"
+    result = job.result
+    assert result.kernel.shape == (1, 2, 2, 2) and result.bias is None
+    np.testing.assert_allclose(result.kernel, kernel, atol=0.01)
+    assert result.converged and result.epochs_run < 2000 and result.loss < 1e-6
+    assert len(result.loss_history) == result.epochs_run
+
+
+def test_a_refusal_inside_pairs_points_at_the_pair(api):
+    with pytest.raises(ApiError) as refused:
+        api.train(pairs=[(X_2CH, None), (X_2CH[0], None)], target_kernel=K_2CH)
+    assert [fault.loc for fault in refused.value.problem.errors] == ["/pairs/1/input"]
+
+
 def test_training_the_edge_kernel_streams_every_epoch_in_order_then_the_status(api):
     job = api.train(EDGE_IMAGE, target_kernel=EDGE_KERNEL, lr=0.03, epochs=300)
     assert job.kind == "kernel_training" and job.status in ("queued", "running", "succeeded")
@@ -80,6 +140,7 @@ def test_training_the_edge_kernel_streams_every_epoch_in_order_then_the_status(a
     assert isinstance(status, StatusEvent) and status.job.status == "succeeded"
     result = status.job.result
     assert isinstance(result, TrainingResult) and result.epochs_run == 300 and result.bias is None
+    assert not result.converged  # without a tolerance, every epoch runs
     np.testing.assert_allclose(result.kernel, [[1.0, -1.0]], atol=1e-3)
     assert result.loss_history[-1] == progress[-1].loss == result.loss
 
@@ -146,8 +207,8 @@ def test_an_image_correlation_and_its_output_png(api):
     png = io.BytesIO()
     Image.fromarray(pixels).save(png, format="PNG")
 
-    job = finished(api, api.correlate_image(png.getvalue(), "edge", wait=2))  # a kernel's name
-    assert job.status == "succeeded"
+    job = finished(api, api.correlate_image(png.getvalue(), "edge", device="cpu", wait=2))  # a kernel's name
+    assert job.status == "succeeded" and job.device == "cpu"
     assert job.result.output.shape == (10, 15)
     assert job.result.output[0, 5] == -1.0 and job.result.output[0, 10] == 1.0
 
