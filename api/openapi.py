@@ -112,6 +112,7 @@ _IMAGE_FORM = {
         "stride": {"type": "string", "description": "JSON: an integer or [sh, sw]"},
         "bias": {"type": "string", "description": "JSON: a number"},
         "result_format": {"type": "string", "enum": ["lists", "base64"]},
+        "device": {"type": "string", "enum": ["auto", "cpu", "gpu"]},
     },
     "additionalProperties": False,
 }

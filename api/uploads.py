@@ -7,7 +7,7 @@ pixel count from the header is checked before a single pixel is decoded, so a
 small file that unpacks to gigapixels (a decompression bomb) is refused cheaply.
 
 The other fields hold JSON, as in a JSON body (`kernel=[[1,-1]]`, `padding=1`,
-`stride=[1,2]`, `bias=0.5`), except `result_format`, which is plain text; a
+`stride=[1,2]`, `bias=0.5`), except `result_format` and `device`, which are plain text; a
 `kernel` may also name one of the presets of GET /v1/kernels (`kernel=sobel-x`).
 """
 
@@ -26,7 +26,7 @@ from shared.schemas import CorrelationRequest, Limits
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")  # Pillow's modes for 16-bit grayscale PNGs
-TEXT_FIELDS = ("result_format",)
+TEXT_FIELDS = ("result_format", "device")
 
 
 def parse_image_correlation(limits: Limits) -> CorrelationRequest:

@@ -73,8 +73,8 @@ def test_exif_orientation_turns_the_image_upright(client):
 
 def test_options_are_json_fields_and_a_kernel_may_name_a_preset(client):
     image = encoded((EDGE_PIXELS * 255).astype(np.uint8))
-    named = correlate_image(client, image, kernel="edge")
-    assert named["result"]["output"] == EDGES
+    named = correlate_image(client, image, kernel="edge", device="cpu")
+    assert named["result"]["output"] == EDGES and named["queue"] == "cpu"
     options = {"kernel": [[1, -1]], "padding": [0, 1], "stride": 2, "bias": 0.5}
     as_json = correlate(client, {"input": EDGE_IMAGE, **options})
     as_form = correlate_image(client, image, **{name: json.dumps(value) for name, value in options.items()})
@@ -166,6 +166,7 @@ BAD_UPLOADS = [
     ("an input field beside the image", [GOOD_PNG], {"kernel": "[[1]]", "input": "[[1]]"}, 422, "/input"),
     ("an unknown field", [GOOD_PNG], {"kernel": "[[1]]", "colour": "red"}, 422, "/colour"),
     ("an unknown result_format", [GOOD_PNG], {"kernel": "[[1]]", "result_format": "xml"}, 422, "/result_format"),
+    ("an unknown device", [GOOD_PNG], {"kernel": "[[1]]", "device": "tpu"}, 422, "/device"),
 ]
 
 
