@@ -1,4 +1,8 @@
-"""The web page at /: plain HTML, CSS and JavaScript modules from api/static/app (no build step, works offline)."""
+"""The web page at /: api/pages/index.html with the CSS and JavaScript modules of api/static/app.
+
+No build step, works offline. The page lives outside the static folder, so it is only ever served here,
+with its Content-Security-Policy.
+"""
 
 from pathlib import Path
 
@@ -6,7 +10,7 @@ from flask import Blueprint, Response, send_from_directory
 
 bp = Blueprint("web", __name__)
 
-PAGE_DIRECTORY = Path(__file__).parent / "static" / "app"
+PAGE_DIRECTORY = Path(__file__).parent / "pages"
 
 # Scripts, styles and fetches only from this origin, never inline; images also from blob: URLs (results).
 CONTENT_SECURITY_POLICY = "; ".join(

@@ -407,3 +407,7 @@ def _static_requests(page: Page) -> list[str]:
     """The static files the page loaded (from the browser's resource timing)."""
     entries = page.evaluate("performance.getEntriesByType('resource').map((entry) => entry.name)")
     return [entry for entry in entries if "/static/" in entry]
+
+
+def test_the_page_is_served_only_with_its_policy(live_stack):
+    assert requests.get(f"{live_stack.url}/static/app/index.html", timeout=10).status_code == 404
