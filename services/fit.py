@@ -8,14 +8,13 @@ one pair). The seed's own case (one 2-D pair, sgd, sum, no batches) goes to
 learn_kernel's closed-form gradient, which gives the same numbers faster.
 """
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from services.learn import EpochCallback, LearnedKernel, TrainingDiverged, converged, learn_kernel
+from services.learn import EpochCallback, LearnedKernel, learn_kernel, run_epochs
 
 Optimizer = Literal["sgd", "momentum", "adam"]
 Loss = Literal["sum", "mean"]
@@ -66,36 +65,25 @@ def fit_kernel(
     device = inputs.device
     kernel = torch.rand(kernel_shape, generator=generator).to(device).requires_grad_()
     out_channels = kernel_shape[0] if len(kernel_shape) == 4 else 1
-    offset = torch.zeros(out_channels if len(kernel_shape) == 4 else 1, device=device, requires_grad=training.bias)
+    offset = torch.zeros(out_channels, device=device, requires_grad=training.bias)
     optimizer = _optimizer(training, [kernel, offset] if training.bias else [kernel])
     weight = kernel.view(out_channels, inputs.shape[1], *kernel_shape[-2:])
-    losses: list[float] = []
-    for epoch in range(1, training.epochs + 1):
+
+    def step() -> float:
         squared_error = torch.zeros((), device=device)
         for batch in _batches(len(inputs), training, generator):
-            error = F.conv2d(inputs[batch], weight, offset.expand(out_channels)) - targets[batch]
+            error = F.conv2d(inputs[batch], weight, offset) - targets[batch]
             batch_loss = (error**2).sum()
             optimizer.zero_grad(set_to_none=True)
             (batch_loss / error.numel() if training.loss == "mean" else batch_loss).backward()
             optimizer.step()
             squared_error += batch_loss.detach()
-        value = (squared_error / targets.numel() if training.loss == "mean" else squared_error).item()
-        if not math.isfinite(value):
-            raise TrainingDiverged(epoch, f"loss became {value}", training.lr)
-        losses.append(value)
-        asked_to_stop = on_epoch is not None and on_epoch(epoch, value)
-        if asked_to_stop or converged(losses, training.tolerance):
-            break
-    if not (torch.isfinite(kernel).all() and torch.isfinite(offset).all()):
-        raise TrainingDiverged(len(losses), "the kernel became inf or NaN", training.lr)
+        return (squared_error / targets.numel() if training.loss == "mean" else squared_error).item()
+
+    run = run_epochs(step, [kernel, offset], training.epochs, training.lr, training.tolerance, on_epoch)
     learned_bias = offset.detach().cpu()
-    return LearnedKernel(
-        kernel.detach().cpu(),
-        (learned_bias.tolist() if len(kernel_shape) == 4 else learned_bias.item()) if training.bias else None,
-        losses,
-        stopped_early=asked_to_stop and len(losses) < training.epochs,
-        converged=converged(losses, training.tolerance),
-    )
+    bias = (learned_bias.tolist() if len(kernel_shape) == 4 else learned_bias.item()) if training.bias else None
+    return LearnedKernel(kernel.detach().cpu(), bias, *run)
 
 
 def _is_the_seeds_case(inputs: torch.Tensor, kernel_shape: tuple[int, ...], training: Training) -> bool:

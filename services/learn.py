@@ -27,11 +27,11 @@ class TrainingDiverged(ArithmeticError):
 
 @dataclass(frozen=True)
 class LearnedKernel:
-    kernel: torch.Tensor  # (kh, kw), on the CPU
-    bias: float | None  # None when no bias was learned
+    kernel: torch.Tensor  # in the shape asked for, on the CPU
+    bias: float | list[float] | None  # None when no bias was learned; a list: one per output channel
     losses: list[float]  # losses[i - 1] is the loss of epoch i's forward pass
     stopped_early: bool  # on_epoch asked to stop before the last epoch
-    converged: bool = False  # the last loss is below the tolerance
+    converged: bool  # the last loss is below the tolerance
 
     @property
     def epochs_run(self) -> int:
@@ -64,33 +64,45 @@ def learn_kernel(
     kernel = Conv2D(kernel_size, generator=torch.Generator().manual_seed(seed)).weight.detach().to(device)
     offset = torch.zeros((), device=device)
     error = SquaredError(X.to(device), Y.to(device), kernel_size)
+
+    def step() -> float:
+        loss, kernel_grad, offset_grad = error.loss_and_gradients(kernel, offset)
+        kernel.sub_(lr * kernel_grad)
+        if bias:
+            offset.sub_(lr * offset_grad)
+        return loss.item()
+
+    run = run_epochs(step, [kernel, offset], epochs, lr, tolerance, on_epoch)
+    return LearnedKernel(kernel.cpu(), offset.item() if bias else None, *run)
+
+
+def run_epochs(
+    step: Callable[[], float],
+    parameters: list[torch.Tensor],
+    epochs: int,
+    lr: float,
+    tolerance: float | None,
+    on_epoch: EpochCallback | None,
+) -> tuple[list[float], bool, bool]:
+    """The epoch loop every training shares: `step` runs one epoch, updating `parameters`, and returns its loss.
+
+    Each loss goes to on_epoch, which may stop the loop, as may a loss below `tolerance`. Returns the losses,
+    whether on_epoch stopped it early, and whether it converged; raises TrainingDiverged on a loss or parameter
+    that is not finite.
+    """
     losses: list[float] = []
     for epoch in range(1, epochs + 1):
-        loss, kernel_grad, offset_grad = error.loss_and_gradients(kernel, offset)
-        kernel -= lr * kernel_grad
-        if bias:
-            offset -= lr * offset_grad
-        value = loss.item()
+        value = step()
         if not math.isfinite(value):
             raise TrainingDiverged(epoch, f"loss became {value}", lr)
         losses.append(value)
         asked_to_stop = on_epoch is not None and on_epoch(epoch, value)
-        if asked_to_stop or converged(losses, tolerance):
+        converged = tolerance is not None and value < tolerance
+        if asked_to_stop or converged:
             break
-    if not (torch.isfinite(kernel).all() and torch.isfinite(offset)):
+    if not all(torch.isfinite(parameter).all() for parameter in parameters):
         raise TrainingDiverged(len(losses), "the kernel became inf or NaN", lr)
-    return LearnedKernel(
-        kernel.cpu(),
-        offset.item() if bias else None,
-        losses,
-        stopped_early=asked_to_stop and len(losses) < epochs,
-        converged=converged(losses, tolerance),
-    )
-
-
-def converged(losses: list[float], tolerance: float | None) -> bool:
-    """The last epoch's loss is below the tolerance (the training may stop)."""
-    return tolerance is not None and bool(losses) and losses[-1] < tolerance
+    return losses, asked_to_stop and len(losses) < epochs, converged
 
 
 class SquaredError:
