@@ -1,12 +1,13 @@
 """Turn validated requests into tensors, run the core, and turn the outcome into result JSON."""
 
+import dataclasses
 import logging
 
 import numpy as np
 import torch
 
-import services
 from services import EpochCallback, Training, fit_kernel, strategy
+from services import correlate as correlate_tensors
 from shared.arrays import to_json
 from shared.schemas import CorrelationRequest, KernelTrainingRequest
 
@@ -30,7 +31,7 @@ def correlate(request: CorrelationRequest, device: torch.device, on_epoch: Epoch
     kernel = request.kernel
     path = strategy(request.output_shape, kernel.shape, request.stride) if kernel.ndim == 2 else "channels"
     log.info("correlating %s by %s with a %s kernel", request.input.shape, path, kernel.shape)
-    output = services.correlate(
+    output = correlate_tensors(
         _tensor(request.input, device),
         _tensor(kernel, device),
         padding=request.padding,
@@ -48,19 +49,9 @@ def train(request: KernelTrainingRequest, device: torch.device, on_epoch: EpochC
     examples = [(_tensor(x, device), None if y is None else _tensor(y, device)) for x, y in request.examples]
     kernel = None if request.target_kernel is None else _tensor(request.target_kernel, device)
     inputs = torch.stack([_as_channels(x) for x, _ in examples])
-    targets = torch.stack([_as_channels(services.correlate(x, kernel) if y is None else y) for x, y in examples])
-    training = Training(
-        lr=request.lr,
-        epochs=request.epochs,
-        bias=request.bias,
-        seed=request.seed,
-        optimizer=request.optimizer,
-        momentum=request.momentum,
-        loss=request.loss,
-        tolerance=request.tolerance,
-        batch_size=request.batch_size,
-        shuffle=request.shuffle,
-    )
+    targets = torch.stack([_as_channels(correlate_tensors(x, kernel) if y is None else y) for x, y in examples])
+    # The request names its options as Training does: lr, epochs, bias, seed, optimizer, ..., shuffle.
+    training = Training(**{field.name: getattr(request, field.name) for field in dataclasses.fields(Training)})
     learned = fit_kernel(inputs, targets, request.resolved_kernel_shape, training, on_epoch)
     result = {
         "kernel": _array(learned.kernel),
