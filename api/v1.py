@@ -93,7 +93,8 @@ def get_loss_chart(job_id: str, image_format: str) -> Response:
 @bp.get("/jobs/<job_id>/output.png")
 def get_output_image(job_id: str) -> Response:
     """A finished correlation's output as an image: grey for unsigned outputs, a blue-white-red map for signed ones."""
-    job = _existing(job_id, runtime().store.get(_parse_id(job_id), g.caller))
+    store, parsed = runtime().store, _parse_id(job_id)
+    job = _existing(job_id, store.get(parsed, g.caller, with_result=False))
     if job["kind"] != "correlation":
         raise _not_found(job_id, "is a kernel training: only correlations have an output image")
     if job["status"] != "succeeded":
@@ -102,8 +103,8 @@ def get_output_image(job_id: str) -> Response:
         raise ProblemError(problem, _retry_unless_finished(job["status"]))
     from api import pictures  # matplotlib: imported only by processes that draw
 
-    result = orjson.loads(orjson.dumps(job["result"]))  # the stored result, in either form
-    output = to_array(result["output"], dimensions=(2, 3))
+    result = _existing(job_id, store.result(parsed))  # None only if it expired just now
+    output = to_array(orjson.loads(result)["output"], dimensions=(2, 3))  # either form: lists or base64
     return Response(pictures.output_png(output), mimetype="image/png")
 
 

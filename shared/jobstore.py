@@ -266,6 +266,10 @@ class JobStore:
             )
         return views
 
+    def result(self, job_id: str) -> bytes | None:
+        """The finished job's result JSON as stored (for callers that read it, not splice it); None if none."""
+        return self.redis.get(_keys(job_id)[2])
+
     def losses(self, job_id: str, since: int, owner: str | None = None) -> dict | None:
         """The losses of the epochs after `since` with the job's status; None if unknown or not the owner's."""
         record_key, _, _, losses_key, _, _ = _keys(job_id)
