@@ -20,7 +20,6 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.body import body_too_large, validate
 from api.problems import ProblemError, invalid
-from shared.arrays import to_base64
 from shared.kernels import KERNELS
 from shared.schemas import CorrelationRequest, Limits
 
@@ -45,7 +44,7 @@ def parse_image_correlation(limits: Limits) -> CorrelationRequest:
     if "input" in fields:
         raise _fault("/input", "input_and_image", "send the input as the image file, not as a field too")
     max_pixels = limits.max_matrix_elements or Image.MAX_IMAGE_PIXELS
-    fields["input"] = to_base64(grayscale(uploads[0], max_pixels))
+    fields["input"] = grayscale(uploads[0], max_pixels)
     return validate(CorrelationRequest, fields, limits, renamed={"input": "image"})
 
 
@@ -63,7 +62,7 @@ def grayscale(upload: FileStorage, max_pixels: int) -> np.ndarray:
     except UnidentifiedImageError:
         raise _fault("/image", "image_format", "image must be a PNG or JPEG file") from None
     except Image.DecompressionBombError as error:  # Pillow's own guard, when the header is absurd
-        raise invalid(413, str(error), [{"loc": "/image", "msg": str(error), "type": "too_many_pixels"}]) from None
+        raise _fault("/image", "too_many_pixels", str(error), status=413) from None
     except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data (Pillow raises all three)
         raise _fault("/image", "image_corrupt", f"image could not be decoded: {error}") from None
 
@@ -88,8 +87,8 @@ def _too_many_pixels(width: int, height: int, max_pixels: int) -> ProblemError:
         f"image is {width} x {height} = {width * height} pixels, "
         f"over this server's limit of {max_pixels} (MAX_MATRIX_ELEMENTS)"
     )
-    return invalid(413, message, [{"loc": "/image", "msg": message, "type": "too_many_pixels"}])
+    return _fault("/image", "too_many_pixels", message, status=413)
 
 
-def _fault(loc: str, kind: str, message: str) -> ProblemError:
-    return invalid(422, message, [{"loc": loc, "msg": message, "type": kind}])
+def _fault(loc: str, kind: str, message: str, status: int = 422) -> ProblemError:
+    return invalid(status, message, [{"loc": loc, "msg": message, "type": kind}])

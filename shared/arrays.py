@@ -46,7 +46,15 @@ class Base64Array(BaseModel):
 
 
 def to_array(value: Any, max_elements: int | None = None, dimensions: tuple[int, ...] = (2,)) -> np.ndarray:
-    """Validate an array in either form into float32 with one of `dimensions`; raise ValidationError at the fault."""
+    """Validate an array in either form into float32 with one of `dimensions`; raise ValidationError at the fault.
+
+    A numpy array (one the server made itself, from an uploaded image) is taken as it is, its size checked.
+    """
+    if isinstance(value, np.ndarray):
+        if value.ndim not in dimensions:
+            raise _wrong_dimensions(value.ndim, dimensions, ())
+        _check_size(value.shape, max_elements)
+        return np.ascontiguousarray(value, dtype=np.float32)
     if isinstance(value, dict):
         spec = Base64Array.model_validate(value)
         if len(spec.shape) not in dimensions:
@@ -168,6 +176,3 @@ _BASE64_SCHEMA["properties"]["data"] |= {"contentEncoding": "base64"}
 def array_schema(dimensions: tuple[int, ...]) -> dict:
     """The JSON Schema of an array field taking these numbers of dimensions, in either form."""
     return {"anyOf": [*(_NESTED[count].json_schema() for count in dimensions), _BASE64_SCHEMA]}
-
-
-MATRIX_SCHEMA = array_schema((2,))

@@ -38,7 +38,7 @@ class Limits:
 
     max_matrix_elements: int | None = None
     max_epochs: int | None = None
-    max_work: int | None = None  # output elements x kernel taps x epochs
+    max_work: int | None = None  # output elements x kernel taps x epochs x pairs
 
 
 def _limits(info: ValidationInfo) -> Limits:
@@ -319,7 +319,9 @@ class KernelTrainingRequest(Request):
             return fault(("pairs",), "input_xor_pairs", f"give input (with its target) or pairs, not {which}")
         if self.pairs is not None and self.target is not None:
             return fault(("target",), "target_with_pairs", "with pairs, each pair carries its own target")
-        for index, (example, target) in enumerate(self.examples):
+        examples = self.examples
+        first = examples[0][0]
+        for index, (example, target) in enumerate(examples):
             if (target is None) == (self.target_kernel is None):
                 which = "both" if target is not None else "neither"
                 return fault(
@@ -327,7 +329,6 @@ class KernelTrainingRequest(Request):
                     "target_xor_target_kernel",
                     f"give exactly one of target and target_kernel, not {which}",
                 )
-            first = self.examples[0][0]
             if example.shape != first.shape:
                 message = f"pairs[{index}].input is {_fmt(example.shape)} but pairs[0].input is {_fmt(first.shape)}"
                 return fault(self._where(index, "input"), "input_shape_mismatch", message)
