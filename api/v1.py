@@ -19,7 +19,7 @@ from shared.arrays import to_array
 from shared.jobstore import IdempotencyConflict, QueueFull, Route
 from shared.kernels import KERNELS
 from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
-from shared.taskqueue import QUEUE_NAMES, TASK_FOR_KIND, route
+from shared.taskqueue import TASK_FOR_KIND, route
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 bp.before_request(access.authenticate)
@@ -168,8 +168,7 @@ def _route(job_request: CorrelationRequest | KernelTrainingRequest) -> Route:
     if job_request.device == "gpu" and not settings.gpu_queue:
         detail = "this server has no GPU workers (GPU_QUEUE is off): use device auto or cpu"
         raise invalid(422, detail, [{"loc": "/device", "msg": detail, "type": "no_gpu_queue"}])
-    device = route(settings, job_request.device, job_request.work)
-    return Route(device, QUEUE_NAMES[device], settings.max_queue_length)
+    return route(settings, job_request.device, job_request.work)
 
 
 def _enqueue(kind: JobKind, job_id: str, queue: str) -> None:

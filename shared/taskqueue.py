@@ -8,6 +8,7 @@ result backend is not used at all.
 from celery import Celery
 from kombu import Queue
 
+from shared.jobstore import Route
 from shared.schemas import JobKind
 from shared.settings import Settings
 
@@ -21,11 +22,11 @@ BROKER_SOCKET_TIMEOUT_SECONDS = 5
 QUEUE_NAMES = {"cpu": "celery", "gpu": "gpu"}
 
 
-def route(settings: Settings, device: str, work: int) -> str:
-    """The device class whose queue takes a job: what the request asks, or by its work when it says "auto"."""
+def route(settings: Settings, device: str, work: int) -> Route:
+    """The queue that takes a job: the one of the device class the request asks, or, for "auto", by its work."""
     if device == "auto":
-        return "gpu" if settings.gpu_queue and work >= settings.gpu_min_work else "cpu"
-    return device
+        device = "gpu" if settings.gpu_queue and work >= settings.gpu_min_work else "cpu"
+    return Route(device, QUEUE_NAMES[device], settings.max_queue_length)
 
 
 def create_celery(settings: Settings) -> Celery:
