@@ -110,7 +110,7 @@ _IMAGE_FORM = {
         "kernel": {"type": "string", "description": "the kernel as JSON, or a preset's name (GET /v1/kernels)"},
         "padding": {"type": "string", "description": "JSON: an integer or [ph, pw]"},
         "stride": {"type": "string", "description": "JSON: an integer or [sh, sw]"},
-        "bias": {"type": "string", "description": "JSON: a number"},
+        "bias": {"type": "string", "description": "JSON: a number, or one per output channel"},
         "result_format": {"type": "string", "enum": ["lists", "base64"]},
         "device": {"type": "string", "enum": ["auto", "cpu", "gpu"]},
     },

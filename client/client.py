@@ -69,9 +69,9 @@ class Client:
         `input` is H x W or C x H x W; `kernel` kh x kw, C x kh x kw (one output) or O x C x kh x kw (O outputs,
         with one `bias` each if it is a list).
         """
-        body = {"input": to_wire(input), "kernel": to_wire(kernel), "padding": padding, "stride": stride}
-        body |= {"bias": _numbers(bias), "device": device, "result_format": result_format}
-        return self._submit("/v1/correlations", _given(body), wait)
+        body = {"input": to_wire(input), "kernel": to_wire(kernel)}
+        body |= _correlation_options(padding, stride, bias, device, result_format)
+        return self._submit("/v1/correlations", body, wait)
 
     def correlate_image(
         self,
@@ -90,9 +90,8 @@ class Client:
         `kernel` may be a matrix or the name of one of kernels(); output_png() draws the output.
         """
         name, content = ("image", image) if isinstance(image, bytes) else (Path(image).name, Path(image).read_bytes())
-        fields = {"kernel": to_wire(kernel), "padding": padding, "stride": stride, "bias": _numbers(bias)}
-        fields |= {"device": device, "result_format": result_format}
-        form = {key: _form_value(key, value) for key, value in _given(fields).items()}
+        fields = {"kernel": to_wire(kernel)} | _correlation_options(padding, stride, bias, device, result_format)
+        form = {key: _form_value(key, value) for key, value in fields.items()}
         files = {"image": (name, content, "application/octet-stream")}
         return Job.from_json(self._request("POST", "/v1/correlations", data=form, files=files, headers=_prefer(wait)))
 
@@ -283,6 +282,14 @@ def _check_deadline(job_id: str, deadline: float | None) -> None:
 
 def _unreachable(base_url: str, error: httpx.TransportError) -> ServerUnreachable:
     return ServerUnreachable(f"cannot reach the convq API at {base_url}: {error or type(error).__name__}")
+
+
+def _correlation_options(
+    padding: Pair | None, stride: Pair | None, bias: Numbers | None, device: Device | None, result_format: str | None
+) -> dict:
+    """A correlation's options that were given, as the API takes them (in a JSON body or a form alike)."""
+    options = {"padding": padding, "stride": stride, "bias": _numbers(bias), "device": device}
+    return _given(options | {"result_format": result_format})
 
 
 def _numbers(value: Numbers | None) -> float | list[float] | None:
