@@ -1,6 +1,7 @@
 """Several channels and several pairs: the chapter's multi-channel examples, property tests, and training on pairs."""
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -206,7 +207,11 @@ def test_a_training_on_pairs_streams_its_losses_and_can_be_cancelled(client):
     cancelled = wait_for_job(client, job["id"])
     assert cancelled["status"] == "cancelled" and 0 < cancelled["progress"]["epoch"] < 100_000
     losses = client.get(f"/v1/jobs/{job['id']}/loss").get_json()["losses"]
-    assert len(losses) >= cancelled["progress"]["epoch"] - 1 and losses == sorted(losses, reverse=True)
+    assert len(losses) == cancelled["progress"]["epoch"] and losses == sorted(losses, reverse=True)
+    stream = client.get(f"/v1/jobs/{job['id']}/events").get_data(as_text=True)  # ends at the status event
+    progress = [json.loads(line[6:]) for line in stream.splitlines() if line.startswith('data: {"epoch"')]
+    assert [event["epoch"] for event in progress] == list(range(1, len(losses) + 1))
+    assert [event["loss"] for event in progress] == losses and stream.count("event: status") == 1
 
 
 def test_validation_names_the_mismatched_dimension(client):
