@@ -123,6 +123,68 @@ def test_the_page_loads_every_file_it_needs(visit):
     visit.assert_no_problems()
 
 
+# WCAG's contrast ratio between every visible text element's colour and the background it sits on (the nearest
+# ancestor with an opaque background): how many elements were checked, and those below 4.5:1, the level AA asks of
+# normal text.
+LOW_CONTRAST = """() => {
+  const channels = (colour) => colour.match(/[\\d.]+/g).map(Number);
+  const luminance = (colour) => {
+    const [r, g, b] = channels(colour).slice(0, 3).map((value) => {
+      const c = value / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const background = (element) => {
+    for (let node = element; node; node = node.parentElement) {
+      const colour = getComputedStyle(node).backgroundColor;
+      if (channels(colour)[3] !== 0) return colour;
+    }
+    return "rgb(255, 255, 255)";
+  };
+  const texts = [...document.querySelectorAll("body *")].filter((element) =>
+    [...element.childNodes].some((node) => node.nodeType === Node.TEXT_NODE && node.textContent.trim())
+    && element.checkVisibility() && !element.closest("td, .legend, .uplot"));
+  const low = texts.map((element) => {
+    const [light, dark] = [luminance(getComputedStyle(element).color), luminance(background(element))]
+      .sort((a, b) => b - a);
+    return { text: element.textContent.trim().slice(0, 40), ratio: (light + 0.05) / (dark + 0.05) };
+  }).filter(({ ratio }) => ratio < 4.5);
+  return { checked: texts.length, low };
+}"""
+
+
+def test_every_text_on_the_page_has_aa_contrast(visit):
+    """Heatmap cells (numbers on their own colour scale) and the chart's canvas text are left out."""
+    contrast = visit.page.evaluate(LOW_CONTRAST)
+    assert contrast["checked"] > 30 and contrast["low"] == []  # headings, labels, hints, buttons, the jobs table
+    visit.assert_no_problems()
+
+
+def test_the_correlation_form_works_from_the_keyboard_alone(visit):
+    """Tab from field to field, type the seed's 3 x 3 example, and run it with Enter on the button."""
+    page = visit.page
+    visit.section("Correlation").get_by_label("Input matrix").focus()
+    typed, focused = {"Input matrix": str(X_3X3), "Kernel": str(K_2X2)}, []
+    for _ in range(20):
+        label = page.evaluate("() => document.activeElement.labels?.[0]?.textContent.trim() ?? ''")
+        name = page.evaluate("() => document.activeElement.textContent.trim()")
+        focused.append(label or name)
+        if label in typed:
+            page.keyboard.press("Control+A")
+            page.keyboard.type(typed.pop(label))
+        if name == "Run correlation":
+            outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+            assert outline == "solid"  # the focus is visible
+            page.keyboard.press("Enter")
+            break
+        page.keyboard.press("Tab")
+    assert typed == {} and focused[-1] == "Run correlation", focused
+    output = visit.section("Correlation").locator("figure", has_text="Output")
+    expect(output.locator("td")).to_have_text([f"{value:g}" for row in Y_3X3 for value in row])
+    visit.assert_no_problems()
+
+
 def test_runs_the_seed_3x3_example_and_shows_the_output_heatmap(visit):
     correlation = visit.section("Correlation")
     correlation.get_by_label("Input matrix").fill(str(X_3X3))
