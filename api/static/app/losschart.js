@@ -19,7 +19,7 @@ function decades(chart, axis, min, max) {
 }
 
 export class LossChart {
-  /** Draw into `plot` (an element in the page); its data-points attribute says how many points are drawn. */
+  /** Draw into `plot` (an element in the page); its data-points and data-scale say what is drawn. */
   constructor(plot) {
     this.plot = plot;
     this.epochs = [];
@@ -66,6 +66,7 @@ export class LossChart {
     };
     this.chart = new uPlot(options, [this.epochs, this.losses], this.plot);
     this.plot.dataset.points = this.epochs.length;
+    this.plot.dataset.scale = this.chart.scales.y.distr === 3 ? "log" : "linear"; // as uPlot drew it
   }
 
   size() {
