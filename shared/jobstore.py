@@ -199,7 +199,9 @@ def out_of_memory(error: BaseException | None) -> bool:
     """Whether Redis refused a write because it is at maxmemory: the error, or any error that led to it."""
     seen = 0
     while error is not None and seen < 10:
-        if isinstance(error, OutOfMemoryError) or "OOM command not allowed" in str(error):
+        # kombu re-raises Redis's errors as its own, keeping only the text: "... command not allowed when used
+        # memory > 'maxmemory'."
+        if isinstance(error, OutOfMemoryError) or "used memory > 'maxmemory'" in str(error):
             return True
         error, seen = error.__cause__ or error.__context__, seen + 1
     return False
