@@ -78,10 +78,14 @@ def invalid(status: int, detail: str, errors: list[dict]) -> ProblemError:
 class QueueUnavailable(Exception):
     """The job's message could not be sent (the job was discarded); the cause says why, if anything does."""
 
+    def __init__(self, detail: str, *, redis_full: bool = False):
+        super().__init__(detail)
+        self.redis_full = redis_full  # Redis refuses writes, whatever kombu's error said
+
 
 def store_problem(error: BaseException) -> ProblemError:
     """The problem for an error from Redis (job store or queue): 507 when it is full, else 503; both retryable."""
-    if out_of_memory(error):
+    if out_of_memory(error) or getattr(error, "redis_full", False):
         problem = Problem(
             type="/problems/store-full",
             title="Insufficient Storage",

@@ -184,11 +184,15 @@ def _enqueue(kind: JobKind, job_id: str, queue: str) -> None:
     try:
         runtime().queue.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=queue)
     except Exception as error:
+        store = runtime().store
         try:
-            runtime().store.discard(job_id, g.caller)
+            store.discard(job_id, g.caller)
+            full = store.memory().full  # kombu's error may not say (an AttributeError from a closed channel)
         except Exception as discard_error:  # the reconciler takes over
             log.warning("could not discard job %s after its message failed: %r", job_id, discard_error)
-        raise QueueUnavailable(f"the message of job {job_id} could not be sent: {error!r}") from error
+            full = False
+        detail = f"the message of job {job_id} could not be sent: {error!r}"
+        raise QueueUnavailable(detail, redis_full=full) from error
 
 
 def _idempotency_key() -> str | None:
