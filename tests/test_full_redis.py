@@ -248,3 +248,26 @@ def test_a_job_whose_end_cannot_be_recorded_is_handed_back_not_acknowledged(redi
     assert rejected.value.requeue
     redis.config_set("maxmemory", 0)
     assert store.get(job["id"])["status"] == "running"  # not failed, not lost: its message runs it again
+
+
+def test_a_message_that_cannot_be_sent_discards_its_job_whatever_kombu_raises(stack, redis_server, redis, monkeypatch):
+    """kombu raised AttributeError from a channel an earlier error had closed: the job must not stay queued."""
+    app = create_app(settings_of(redis_server))
+    client, queue = app.test_client(), app.extensions["convq"].queue
+
+    def closed_channel(*_, **__):
+        raise AttributeError("'NoneType' object has no attribute 'client'")  # what kombu raised in the attack
+
+    jobs_before = set(redis.keys("convq:job:*"))
+    monkeypatch.setattr(queue, "send_task", closed_channel)
+    body, headers = {"input": [[1.0, 2.0]], "kernel": [[3.0]]}, {"Idempotency-Key": "send-fails"}
+    refused = client.post("/v1/correlations", json=body, headers=headers)
+    assert refused.status_code == 503 and refused.mimetype == "application/problem+json"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert set(redis.keys("convq:job:*")) == jobs_before  # discarded, key and all
+    monkeypatch.undo()
+
+    retried = client.post("/v1/correlations", json=body, headers=headers)
+    assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
+    job = wait_until_finished(stack, retried.get_json()["id"], 30)
+    assert job["status"] == "succeeded" and job["result"]["output"] == [[3.0, 6.0]]
