@@ -529,7 +529,12 @@ class JobStore:
         timing = ["", ""] if run_seconds is None else [repr(run_seconds), run_time_bucket(run_seconds)]
         attempt = "" if number is None else number
         pending = f"{_PREFIX}{job_id}:result:{attempt}"  # a big result of this attempt, until FINISH accepts it
-        inline = self._inline(pending, result)
+        try:
+            inline = self._inline(pending, result)
+        except OutOfMemoryError:
+            # A full Redis refuses the SET, but never FINISH (which writes before it grows memory, and a script
+            # that has written runs to its end): the result rides along, at a few ms per MB, and the job ends now.
+            inline = result
         args = [self.ttl, attempt, _now(), status, error, *timing, inline]
         final = self._finish(keys=[*_keys(job_id), pending, _UNFINISHED_KEY], args=args)
         return final.decode() if final else None

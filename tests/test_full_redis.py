@@ -222,20 +222,17 @@ def test_a_key_sent_in_the_query_is_not_written_to_the_access_log(stack):
     assert secret not in stack.log.read_text()
 
 
-def test_a_job_whose_end_cannot_be_recorded_is_handed_back_not_acknowledged(redis_server, redis, monkeypatch):
-    """In-process (the worker's own run_job, a real Redis at maxmemory): the end is retried, then the job handed back.
+def test_a_job_whose_result_redis_refuses_still_ends_with_it(redis_server, redis, monkeypatch):
+    """In-process (the worker's own run_job, a real Redis at maxmemory): a big result Redis refuses to SET.
 
-    A result over the job store's inline limit is written with SET before the FINISH script, and a full Redis
-    refuses that SET. Reject(requeue=True) makes Celery put the message back in the queue, or, when Redis cannot
-    take even that, leave it with the unacknowledged messages for the visibility timeout: either way not acked.
+    A result over the job store's inline limit is written with SET before the FINISH script; a full Redis refuses
+    that SET, but not FINISH, which takes the result itself then. Before, the error escaped the task, Celery
+    acknowledged the message, and the job stayed running with nothing to run it.
     """
-    from celery.exceptions import Reject
-
     from worker import runner
 
     store = JobStore.from_settings(settings_of(redis_server), patient=True)
     monkeypatch.setattr(runner, "job_store", lambda: store)
-    monkeypatch.setattr(runner, "FINISH_PATIENCE_SECONDS", 0.5, raising=False)
     request = CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}).model_dump_json().encode()
     job, _ = store.create("correlation", request, "anonymous")
 
@@ -243,11 +240,10 @@ def test_a_job_whose_end_cannot_be_recorded_is_handed_back_not_acknowledged(redi
         redis.config_set("maxmemory", 1)
         return orjson.dumps({"output": [[0.5] * 20_000], "shape": [1, 20_000]})  # over the inline limit: SET first
 
-    with pytest.raises(Reject) as rejected:
-        runner.run_job(job["id"], CorrelationRequest, compute_then_redis_fills_up)
-    assert rejected.value.requeue
+    runner.run_job(job["id"], CorrelationRequest, compute_then_redis_fills_up)
     redis.config_set("maxmemory", 0)
-    assert store.get(job["id"])["status"] == "running"  # not failed, not lost: its message runs it again
+    finished = store.get(job["id"])
+    assert finished["status"] == "succeeded" and orjson.loads(store.result(job["id"]))["shape"] == [1, 20_000]
 
 
 def test_a_message_that_cannot_be_sent_discards_its_job_whatever_kombu_raises(stack, redis_server, redis, monkeypatch):
@@ -271,3 +267,33 @@ def test_a_message_that_cannot_be_sent_discards_its_job_whatever_kombu_raises(st
     assert retried.status_code == 202 and "Idempotent-Replayed" not in retried.headers
     job = wait_until_finished(stack, retried.get_json()["id"], 30)
     assert job["status"] == "succeeded" and job["result"]["output"] == [[3.0, 6.0]]
+
+
+def test_a_job_whose_end_redis_refuses_is_handed_back_not_acknowledged(redis_server, redis, monkeypatch):
+    """In-process: Redis refuses every write (NOREPLICAS, as while a replica is missing), FINISH included.
+
+    The end is tried again for FINISH_PATIENCE_SECONDS, then the task rejects its message with requeue: Celery puts
+    it back in the queue, or, when Redis refuses that too, leaves it unacknowledged until the visibility timeout.
+    Either way the message is not acknowledged, and the job, still running, is finished by its next delivery.
+    """
+    from celery.exceptions import Reject
+
+    from worker import runner
+
+    store = JobStore.from_settings(settings_of(redis_server), patient=True)
+    monkeypatch.setattr(runner, "job_store", lambda: store)
+    monkeypatch.setattr(runner, "FINISH_PATIENCE_SECONDS", 0.5, raising=False)
+    request = CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}).model_dump_json().encode()
+    job, _ = store.create("correlation", request, "anonymous")
+
+    def compute_then_redis_refuses_writes(*_) -> bytes:
+        redis.config_set("min-replicas-to-write", 1)
+        return orjson.dumps({"output": [[1.0]], "shape": [1, 1]})
+
+    try:
+        with pytest.raises(Reject) as rejected:
+            runner.run_job(job["id"], CorrelationRequest, compute_then_redis_refuses_writes)
+    finally:
+        redis.config_set("min-replicas-to-write", 0)
+    assert rejected.value.requeue
+    assert store.get(job["id"])["status"] == "running"

@@ -6,12 +6,13 @@ longer than the job store's patience, the job is handed back to the queue
 rather than failed: Redis, not this process, decides who runs it next.
 
 A full Redis (maxmemory, noeviction) refuses writes with an error reply and
-never kills this process: a job it will not let start goes back to the queue;
-a training whose losses it will not record fails with the store-full error;
-and a job whose end it will not record is handed back too, its message kept
-(Redis cannot even take it back into the queue while full: then it stays
-with the unacknowledged ones until the visibility timeout), so the job is
-finished once Redis has room again.
+never kills this process. It refuses a training's losses: the training fails
+with the store-full error. It never refuses START or FINISH (shared.jobstore_scripts),
+so a job always starts and ends, its result passing through FINISH when Redis
+refuses it beside. Should Redis refuse a job's start or end all the same (some
+other error reply), the job is handed back, its message not acknowledged: back in
+the queue, or, when Redis cannot take even that, left with the unacknowledged
+ones until the visibility timeout; it is finished once Redis takes writes again.
 """
 
 import contextlib
