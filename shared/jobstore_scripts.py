@@ -29,13 +29,16 @@ local function _now_ms()
 end
 """
 
-# Refresh the job's retention, and its idempotency key's if it has one; note when it will expire.
+# Refresh the job's retention, and its idempotency key's if it has one; note when it will expire. A record that
+# has expired is not written again (a bare expires_at_ms would make a key that never expires).
 _EXPIRE_JOB = """
-for i = 1, 5 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
-local clock = redis.call('TIME')
-redis.call('HSET', KEYS[1], 'expires_at_ms', clock[1] * 1000 + math.floor(clock[2] / 1000) + ARGV[1] * 1000)
-local idempotency = redis.call('HGET', KEYS[1], 'idempotency_key')
-if idempotency then redis.call('EXPIRE', idempotency, ARGV[1]) end
+for i = 2, 5 do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 1 then
+  local clock = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'expires_at_ms', clock[1] * 1000 + math.floor(clock[2] / 1000) + ARGV[1] * 1000)
+  local idempotency = redis.call('HGET', KEYS[1], 'idempotency_key')
+  if idempotency then redis.call('EXPIRE', idempotency, ARGV[1]) end
+end
 """
 
 # ARGV: ttl, job id, request hash, queue capacity, the request ('' if already stored in KEYS[2]: a refusal
