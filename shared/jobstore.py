@@ -456,7 +456,7 @@ class JobStore:
             records = pipe.execute()
         due, stale = [], []
         for job_id, (kind, status, attempts, device) in zip(ids, records, strict=True):
-            if status in (b"queued", b"running"):
+            if status in (b"queued", b"running") and kind is not None:
                 due.append(
                     DueJob(job_id, kind.decode(), status.decode(), attempts.decode(), (device or b"cpu").decode())
                 )

@@ -20,6 +20,7 @@ A requeued running job starts a new attempt, which counts towards
 MAX_ATTEMPTS as a redelivery does.
 """
 
+import contextlib
 import logging
 import socket
 import threading
@@ -51,7 +52,13 @@ def sweep(store: JobStore, queue: Celery, settings: Settings) -> dict[str, int]:
     counts = {"with_message": len(held), "undecided": len(undecided), "requeued": 0, "failed": 0}
     for job in due:
         if job.id not in held and job.id not in undecided:
-            counts[_resolve(store, queue, settings, job)] += 1
+            try:
+                counts[_resolve(store, queue, settings, job)] += 1
+            except Exception as error:  # one job's trouble must not stop the sweep from reaching the others
+                log.warning("reconciler: could not requeue job %s: %r", job.id, error)
+                counts["undecided"] += 1
+                with contextlib.suppress(Exception):
+                    store.look_again([job.id], settings.message_check_seconds)  # not first in line again
     return counts
 
 
