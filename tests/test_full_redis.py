@@ -297,3 +297,34 @@ def test_a_job_whose_end_redis_refuses_is_handed_back_not_acknowledged(redis_ser
         redis.config_set("min-replicas-to-write", 0)
     assert rejected.value.requeue
     assert store.get(job["id"])["status"] == "running"
+
+
+def test_a_sweep_requeues_the_due_jobs_with_no_message_and_fails_those_that_keep_losing_it(tmp_path):
+    """The reconciler's sweep alone (no worker), on a Redis of its own: what it puts off, sends again and fails."""
+    from shared.taskqueue import QUEUE_NAMES, create_celery, messages_in_redis
+    from worker.reconciler import sweep
+
+    server = RedisServer(tmp_path).start()
+    try:
+        settings = Settings(redis_url=server.url, restore_sweep_seconds=1, max_attempts=2)
+        store, queue = JobStore.from_settings(settings), create_celery(settings)
+        store.message_check_seconds = 0  # every job due at once
+        request = CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}).model_dump_json().encode()
+        waiting = [store.create("correlation", request, "anonymous")[0]["id"] for _ in range(3)]
+        for job_id in waiting:
+            queue.send_task("convq.correlate", args=[job_id], queue=QUEUE_NAMES["cpu"])
+        stranded = [store.create("correlation", request, "anonymous")[0]["id"] for _ in range(2)]
+
+        assert sweep(store, queue, settings) == {"with_message": 3, "undecided": 0, "requeued": 2, "failed": 0}
+        messages = messages_in_redis(store.redis, QUEUE_NAMES.values(), 1000)
+        assert messages.job_ids == {*waiting, *stranded}  # one message each, no more
+
+        for _ in range(3):  # every message lost again, and again: a third requeue is one too many
+            store.redis.delete(QUEUE_NAMES["cpu"])
+            sweep(store, queue, settings)
+        for job_id in waiting + stranded:
+            job = orjson.loads(orjson.dumps(store.get(job_id)))  # as the API shows it (the error is raw JSON)
+            assert job["status"] == "failed" and job["error"]["type"] == "/problems/message-lost", job
+        assert sweep(store, queue, settings) == {}  # nothing unfinished is left
+    finally:
+        server.stop()

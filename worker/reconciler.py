@@ -48,7 +48,7 @@ def sweep(store: JobStore, queue: Celery, settings: Settings) -> dict[str, int]:
     messages = messages_in_redis(store.redis, QUEUE_NAMES.values(), QUEUE_WINDOW)
     held = [job.id for job in due if job.id in messages.job_ids]
     undecided = [job.id for job in due if job.id not in held and QUEUE_NAMES[job.device] not in messages.complete]
-    store.look_again(held + undecided, settings.message_check_seconds)
+    store.look_again(held + undecided, store.message_check_seconds)
     counts = {"with_message": len(held), "undecided": len(undecided), "requeued": 0, "failed": 0}
     for job in due:
         if job.id not in held and job.id not in undecided:
@@ -58,7 +58,7 @@ def sweep(store: JobStore, queue: Celery, settings: Settings) -> dict[str, int]:
                 log.warning("reconciler: could not requeue job %s: %r", job.id, error)
                 counts["undecided"] += 1
                 with contextlib.suppress(Exception):
-                    store.look_again([job.id], settings.message_check_seconds)  # not first in line again
+                    store.look_again([job.id], store.message_check_seconds)  # not first in line again
     return counts
 
 
