@@ -24,6 +24,7 @@ and results over INLINE_BYTES are SET beside the script, not passed through it.
 import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -31,6 +32,7 @@ from typing import NamedTuple
 import orjson
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.client import Pipeline
 from redis.exceptions import OutOfMemoryError
 from redis.retry import Retry
 
@@ -318,14 +320,16 @@ class JobStore:
 
     def _views(self, job_ids: list[str], owner: str | None, with_result: bool) -> list[dict | None]:
         """Several jobs as the API shows them, read in one round trip; without results, the result key is not read."""
-        with self.redis.pipeline(transaction=True) as pipe:
+
+        def read(pipe: Pipeline) -> None:
             for job_id in job_ids:
                 record_key, _, result_key, losses_key, _, _ = _keys(job_id)
                 pipe.hgetall(record_key)
                 (pipe.get if with_result else pipe.exists)(result_key)  # exists: a cheap stand-in reply
                 pipe.llen(losses_key)
                 pipe.lindex(losses_key, -1)
-            replies = pipe.execute()
+
+        replies = self._read_together(read)
         views = []
         for record, result, epochs_done, last_loss in zip(*[iter(replies)] * 4, strict=True):
             fields = {key.decode(): value.decode() for key, value in record.items()}
@@ -335,6 +339,21 @@ class JobStore:
             )
         return views
 
+    def _read_together(self, read: Callable[[Pipeline], None]) -> list:
+        """Run the reads `read` queues in one transaction, so they see one state of the job.
+
+        A full Redis refuses every command inside MULTI, reads included; then the reads go in a plain pipeline
+        (still one round trip; a job that changes meanwhile may be seen half before, half after the change).
+        """
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                read(pipe)
+                return pipe.execute()
+        except OutOfMemoryError:
+            with self.redis.pipeline(transaction=False) as pipe:
+                read(pipe)
+                return pipe.execute()
+
     def result(self, job_id: str) -> bytes | None:
         """The finished job's result JSON as stored (for callers that read it, not splice it); None if none."""
         return self.redis.get(_keys(job_id)[2])
@@ -342,11 +361,13 @@ class JobStore:
     def losses(self, job_id: str, since: int, owner: str | None = None) -> dict | None:
         """The losses of the epochs after `since` with the job's status; None if unknown or not the owner's."""
         record_key, _, _, losses_key, _, _ = _keys(job_id)
-        with self.redis.pipeline(transaction=True) as pipe:
+
+        def read(pipe: Pipeline) -> None:
             pipe.hmget(record_key, "status", "epochs", "kind", "owner")
             pipe.lrange(losses_key, since, -1)
             pipe.llen(losses_key)
-            (status, epochs, kind, job_owner), losses, epochs_done = pipe.execute()
+
+        (status, epochs, kind, job_owner), losses, epochs_done = self._read_together(read)
         if status is None or owner is not None and job_owner.decode() != owner:
             return None
         return {

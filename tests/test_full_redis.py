@@ -143,6 +143,8 @@ def test_a_full_redis_answers_507_loses_no_job_and_keeps_the_worker(stack, redis
     assert ready.status_code == 503 and ready.headers["Content-Type"] == "application/problem+json"
     assert "127.0.0.1" not in ready.text
     refused = {number: submit(number) for number in range(10, 15)}
+    for path in (f"/v1/jobs/{training_ids[0]}", f"/v1/jobs/{training_ids[0]}/loss", "/v1/jobs"):
+        assert requests.get(f"{stack.url}{path}", timeout=10).status_code == 200, path  # reads still work
     time.sleep(4)  # the worker meets the full Redis: its consumer restarts until there is room
     assert worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE
     assert stack.process.poll() is None
