@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: run demo test bench lint clean
+.PHONY: run demo test compose-test bench lint clean
 
 run: $(VENV)/.local  ## set up and start Redis, a worker and the API on http://$HOST:$PORT (127.0.0.1:8000)
 	bin/run
@@ -14,6 +14,9 @@ demo: $(VENV)/.local  ## walk through the seed example against the running stack
 
 test: $(VENV)/.test  ## set up and run the whole test suite
 	python -m pytest
+
+compose-test: $(VENV)/.test  ## build the images and run the docker compose stack for real (sets up a Docker engine if missing)
+	python -m pytest -m compose --timeout 1800 tests/compose
 
 bench: $(VENV)/.test  ## measure convq against its baselines side by side (docs/PERFORMANCE.md)
 	python -m bench
@@ -25,7 +28,7 @@ lint: $(VENV)/.test  ## format and lint the code
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis
 
-$(VENV)/.local: requirements/api.txt requirements/worker.txt requirements/local.txt
+$(VENV)/.local: requirements/shared.txt requirements/api.txt requirements/worker.txt requirements/local.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/local.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --editable .  # the convq command

@@ -20,6 +20,8 @@ threads = _settings.api_threads
 accesslog = None
 # No request-line cap in gunicorn: its 414 would be HTML; the app caps URLs with a problem+json 414.
 limit_request_line = 0
+# No control socket for gunicornc: nothing here uses it, and in an image its default home is not writable.
+control_socket_disable = True
 logconfig_dict = logging_config(_settings.log_level, "api")
 
 
