@@ -1,6 +1,5 @@
 """What grows on the core contract: waiting submits, idempotency, lists, expiry, limits, API keys, rate limits."""
 
-import json
 import re
 import threading
 import time
@@ -10,6 +9,7 @@ import pytest
 
 from api import create_app
 from shared.settings import Settings
+from shared.startup import warn_if_open
 from tests.conftest import wait_for_job
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, K_2X2, X_3X3, Y_3X3
 from tests.support import RedisServer
@@ -149,10 +149,12 @@ def test_api_keys_guard_every_v1_route_and_each_key_sees_only_its_jobs(private_r
     assert "alice-secret-key" not in logged and "bob-secret-key" not in logged
 
 
-def test_without_keys_the_service_says_it_is_open(private_redis, capsys):
-    create_app(Settings(redis_url=private_redis.url))
-    warnings = [json.loads(line) for line in capsys.readouterr().err.splitlines() if "API keys are off" in line]
-    assert warnings and warnings[0]["level"] == "WARNING"
+def test_without_keys_the_service_says_it_is_open(caplog):
+    warn_if_open(Settings(api_keys={"alice": "alice-key"}))
+    assert caplog.records == []
+    warn_if_open(Settings())
+    [record] = caplog.records
+    assert record.levelname == "WARNING" and "API keys are off" in record.getMessage()
 
 
 def test_submissions_are_rate_limited_per_key(private_redis):
