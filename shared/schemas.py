@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.arrays import Base64Array, array_schema, to_array, to_base64
+from shared.arrays import Base64Array, to_array, to_base64, wire_type
 from shared.jsontypes import Integer, Number, fault, invalid
 
 
@@ -52,9 +52,13 @@ def _broadcast(value: Any) -> Any:
 
 
 def _pair_schema(minimum: int) -> WithJsonSchema:
-    """Document what _broadcast accepts: one integer, or a pair of them."""
+    """Document what _broadcast accepts: one integer, or a pair of them.
+
+    The pair as items with minItems and maxItems, not prefixItems with `items: false`: client generators
+    (openapi-python-client) refuse a boolean schema.
+    """
     integer = {"type": "integer", "minimum": minimum}
-    pair = {"type": "array", "prefixItems": [integer, integer], "items": False, "minItems": 2}
+    pair = {"type": "array", "items": integer, "minItems": 2, "maxItems": 2}
     return WithJsonSchema({"anyOf": [integer, pair]})
 
 
@@ -74,7 +78,7 @@ def _array_field(*dimensions: int) -> Any:
         return to_array(value, _limits(info).max_matrix_elements, dimensions)
 
     return Annotated[
-        Any, PlainValidator(validate), PlainSerializer(to_base64), WithJsonSchema(array_schema(dimensions))
+        Any, PlainValidator(validate, json_schema_input_type=wire_type(dimensions)), PlainSerializer(to_base64)
     ]
 
 
@@ -241,13 +245,18 @@ class TrainingPair(BaseModel):
 class KernelTrainingRequest(Request):
     """POST /v1/kernel-trainings: learn the kernel that maps inputs to targets (the seed's loop, grown)."""
 
-    # One pair (input with target or target_kernel) or several (pairs), in the schema as in the validator.
+    # One pair (input with target or target_kernel) or several (pairs), in the schema as in the validator. Inside an
+    # allOf: a oneOf beside the properties makes client generators see three models instead of this one.
     model_config = ConfigDict(
         json_schema_extra={
-            "oneOf": [
-                {"required": ["input", "target"], "properties": {"pairs": {"type": "null"}}},
-                {"required": ["input", "target_kernel"], "properties": {"pairs": {"type": "null"}}},
-                {"required": ["pairs"], "properties": {"input": {"type": "null"}, "target": {"type": "null"}}},
+            "allOf": [
+                {
+                    "oneOf": [
+                        {"required": ["input", "target"], "properties": {"pairs": {"type": "null"}}},
+                        {"required": ["input", "target_kernel"], "properties": {"pairs": {"type": "null"}}},
+                        {"required": ["pairs"], "properties": {"input": {"type": "null"}, "target": {"type": "null"}}},
+                    ]
+                }
             ]
         }
     )
