@@ -1,11 +1,13 @@
 """What grows on the core contract: waiting submits, idempotency, lists, expiry, limits, API keys, rate limits."""
 
+import io
 import re
 import threading
 import time
 from datetime import datetime, timedelta
 
 import pytest
+from PIL import Image
 
 from api import create_app
 from shared.settings import Settings
@@ -230,6 +232,10 @@ def test_the_interactive_docs_work_offline(client):
         assert client.get(asset).status_code == 200
     document = client.get("/openapi.json").get_json()
     assert document["openapi"] == "3.1.0" and "Problem" in document["components"]["schemas"]
+    icon = client.get("/favicon.ico")  # browsers ask for it unless a page names its icon
+    assert icon.status_code == 200 and icon.mimetype == "image/vnd.microsoft.icon"
+    with Image.open(io.BytesIO(icon.data)) as picture:
+        assert picture.format == "ICO" and picture.convert("RGB").getpixel((24, 24)) == (0xFD, 0xE7, 0x25)
     headers = {p["name"] for p in document["paths"]["/v1/correlations"]["post"]["parameters"]}
     assert headers == {"Idempotency-Key", "Prefer"}
 
@@ -245,3 +251,20 @@ def test_every_v1_route_and_method_is_in_the_openapi_document(app, client):
         for concrete in [path.replace(formats.group(0), choice) for choice in choices] if formats else [path]:
             methods = rule.methods - {"HEAD", "OPTIONS"}
             assert methods <= {method.upper() for method in documented.get(concrete, {})}, concrete
+
+
+def test_every_json_answer_ends_with_a_newline(client):
+    job = client.post("/v1/correlations", json={"input": X_3X3, "kernel": K_2X2}, headers={"Prefer": "wait=5"})
+    answers = [
+        job,
+        client.get(f"/v1/jobs/{job.get_json()['id']}"),
+        client.get("/v1/jobs?limit=1"),
+        client.get("/v1/kernels"),
+        client.get("/healthz"),
+        client.get("/openapi.json"),
+        client.post("/v1/correlations", json={"input": [[1]]}),  # 422 problem+json
+        client.get("/v1/no-such-route"),  # 404 problem+json
+    ]
+    for answer in answers:
+        assert answer.mimetype in ("application/json", "application/problem+json")
+        assert answer.data.endswith(b"}\n") and not answer.data.endswith(b"\n\n"), answer.request.path
