@@ -27,7 +27,7 @@ clean:
 
 # First run only: pip shows each package it fetches (torch alone is about 750 MB: minutes on a slow line).
 $(VENV)/.local: requirements/api.txt requirements/worker.txt requirements/client.txt requirements/local.txt
-	@echo "convq: setting up $(VENV) (first run only): the API's, the worker's and make run's packages"
+	@echo "convq: setting up $(VENV) (on the first run, and when requirements change): the API's, the worker's and make run's packages"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -r requirements/local.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --editable .  # the convq command
@@ -35,7 +35,7 @@ $(VENV)/.local: requirements/api.txt requirements/worker.txt requirements/client
 	touch $@
 
 $(VENV)/.test: $(VENV)/.local requirements/test.txt tests/generators/package.json tests/generators/package-lock.json
-	@echo "convq: adding the test suite's packages to $(VENV) (first run only)"
+	@echo "convq: adding the test suite's packages to $(VENV) (on the first run, and when requirements change)"
 	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -r requirements/test.txt
 	bin/install-node
 	npm ci --prefix tests/generators --no-audit --no-fund  # openapi-typescript, exactly as package-lock.json pins it

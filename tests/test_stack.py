@@ -49,11 +49,15 @@ def test_stack_answers_bad_input_with_problem_json(stack):
     assert response.status_code == 400 and response.headers["Content-Type"] == "application/problem+json"
 
 
-def test_make_demo_walks_through_the_seed_on_the_server_that_convq_url_names(stack):
-    env = os.environ | {"CONVQ_URL": stack.url, "PORT": "1"}  # not HOST:PORT: CONVQ_URL, as the CLI reads it
-    demo = subprocess.run(
-        ["make", "--no-print-directory", "demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
-    )
+@pytest.mark.parametrize("pointed", ["CONVQ_URL", "--url"])
+def test_make_demo_walks_through_the_seed_on_the_server_it_is_pointed_at(stack, pointed):
+    env = os.environ | {"PORT": "1"}  # not HOST:PORT: CONVQ_URL, as the CLI reads it, or --url
+    command = ["make", "--no-print-directory", "demo"]
+    if pointed == "CONVQ_URL":
+        env["CONVQ_URL"] = stack.url
+    else:
+        command.append(f"ARGS=--url {stack.url}")
+    demo = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert demo.returncode == 0, demo.stderr
     out = demo.stdout
     assert "corr2d(X, K) =\n[[ 19.,  25.],\n [ 37.,  43.]]" in out
