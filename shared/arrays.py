@@ -18,7 +18,7 @@ import pybase64
 from annotated_types import Ge, MaxLen, MinLen
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter
 
-from shared.jsontypes import FLOAT32_MAX, Integer, Number, fault, invalid
+from shared.jsontypes import FLOAT32_MAX, Number, fault, invalid, whole
 
 DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 MAX_DIMENSIONS = 4
@@ -40,7 +40,7 @@ class Base64Array(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shape: Annotated[list[Annotated[Integer, Ge(1)]], MinLen(2), MaxLen(MAX_DIMENSIONS)]
+    shape: Annotated[list[whole(Ge(1))], MinLen(2), MaxLen(MAX_DIMENSIONS)]
     dtype: Literal["float32", "float64"] = "float32"
     data: StrictStr = Field(json_schema_extra={"contentEncoding": "base64"})
 

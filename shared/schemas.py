@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared.arrays import Base64Array, to_array, to_base64, wire_type
-from shared.jsontypes import Integer, Number, fault, invalid
+from shared.jsontypes import Number, fault, invalid, whole
 
 
 @dataclass(frozen=True)
@@ -62,12 +62,8 @@ def _pair_schema(minimum: int) -> WithJsonSchema:
     return WithJsonSchema({"anyOf": [integer, pair]})
 
 
-NonNegativePair = Annotated[
-    tuple[Annotated[Integer, Ge(0)], Annotated[Integer, Ge(0)]], BeforeValidator(_broadcast), _pair_schema(0)
-]
-PositivePair = Annotated[
-    tuple[Annotated[Integer, Ge(1)], Annotated[Integer, Ge(1)]], BeforeValidator(_broadcast), _pair_schema(1)
-]
+NonNegativePair = Annotated[tuple[whole(Ge(0)), whole(Ge(0))], BeforeValidator(_broadcast), _pair_schema(0)]
+PositivePair = Annotated[tuple[whole(Ge(1)), whole(Ge(1))], BeforeValidator(_broadcast), _pair_schema(1)]
 
 
 def _array_field(*dimensions: int) -> Any:
@@ -270,13 +266,13 @@ class KernelTrainingRequest(Request):
     kernel_size: PositivePair | None = Field(
         None, description="[kh, kw]; the kernel's channels follow the input's and the target's"
     )
-    kernel_shape: Annotated[list[Annotated[Integer, Ge(1)]], MinLen(2), MaxLen(4)] | None = Field(
+    kernel_shape: Annotated[list[whole(Ge(1))], MinLen(2), MaxLen(4)] | None = Field(
         None, description="the whole kernel shape: [kh, kw], [C, kh, kw] or [O, C, kh, kw]; instead of kernel_size"
     )
     lr: Annotated[Number, Field(gt=0)] = Field(0.03, description="learning rate")
-    epochs: Annotated[Integer, Ge(1)] = Field(20, description="passes over the pairs")
+    epochs: whole(Ge(1)) = Field(20, description="passes over the pairs")
     bias: StrictBool = Field(False, description="learn a bias too: one number, or one per output channel")
-    seed: Annotated[Integer, Ge(0), Le(2**63 - 1)] = Field(0, description="seed of the initial kernel and shuffles")
+    seed: whole(Ge(0), Le(2**63 - 1)) = Field(0, description="seed of the initial kernel and shuffles")
     optimizer: Literal["sgd", "momentum", "adam"] = Field(
         "sgd", description="sgd: the seed's plain gradient descent; momentum (see momentum); adam"
     )
@@ -285,7 +281,7 @@ class KernelTrainingRequest(Request):
     tolerance: Annotated[Number, Ge(0)] | None = Field(
         None, description="stop after the first epoch whose loss is below this; epochs_run says how many ran"
     )
-    batch_size: Annotated[Integer, Ge(1)] | None = Field(
+    batch_size: whole(Ge(1)) | None = Field(
         None, description="pairs per step of the optimizer; all of them when left out"
     )
     shuffle: StrictBool = Field(False, description="a new order of the pairs every epoch, drawn from seed")

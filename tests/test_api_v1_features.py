@@ -268,3 +268,25 @@ def test_every_json_answer_ends_with_a_newline(client):
     for answer in answers:
         assert answer.mimetype in ("application/json", "application/problem+json")
         assert answer.data.endswith(b"}\n") and not answer.data.endswith(b"\n\n"), answer.request.path
+
+
+def test_the_openapi_document_says_its_limits_in_json_schema_words(client):
+    """minimum and maximum (pydantic's own ge and le mean nothing to a schema reader), and no boolean schemas,
+    which client generators refuse."""
+    found = []
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, dict):
+            found.extend(f"{path}/{key}" for key in ("ge", "le", "gt", "lt") if key in node)
+            found.extend(f"{path}/{key}" for key, value in node.items() if isinstance(value, bool) and key == "items")
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}/{index}")
+
+    document = client.get("/openapi.json").get_json()
+    walk(document, "")
+    assert found == []
+    epochs = document["components"]["schemas"]["KernelTrainingRequest"]["properties"]["epochs"]
+    assert epochs["minimum"] == 1
