@@ -3,7 +3,6 @@
 import logging
 import uuid
 
-import orjson
 from flask import Flask, Response, request
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
@@ -11,6 +10,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from api.responses import json_bytes
 from shared.schemas import Problem
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class ProblemError(Exception):
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
-    body = orjson.dumps(problem.model_dump(exclude_none=True))
+    body = json_bytes(problem.model_dump(exclude_none=True))
     return Response(body, problem.status, headers=headers, mimetype="application/problem+json")
 
 

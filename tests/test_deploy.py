@@ -1,5 +1,6 @@
 """The deployment files keep their promises, read statically (`make compose-test` builds and runs them for real)."""
 
+import configparser
 import re
 import subprocess
 import sys
@@ -57,9 +58,10 @@ def test_services_wait_for_a_healthy_redis_and_check_their_own_health(name):
 
 
 def test_api_and_worker_start_exactly_as_make_run_starts_them():
-    procfile = dict(line.split(": ", 1) for line in (REPO / "Procfile").read_text().splitlines())
-    assert SERVICES["api"]["command"] == [procfile["api"]] == ["bin/api"]
-    assert SERVICES["worker"]["command"] == [procfile["worker"]] == ["bin/worker"]
+    local = configparser.ConfigParser(interpolation=None)
+    local.read(REPO / "supervisord.conf")
+    assert SERVICES["api"]["command"] == [local["program:api"]["command"]] == ["bin/api"]
+    assert SERVICES["worker"]["command"] == [local["program:worker"]["command"]] == ["bin/worker"]
     assert "/healthz" in " ".join(SERVICES["api"]["healthcheck"]["test"])
     assert SERVICES["worker"]["healthcheck"]["test"] == ["CMD", "python", "-m", "worker.ping"]
 
