@@ -109,7 +109,7 @@ _IMAGE_FORM = {
     "type": "object",
     "required": ["image", "kernel"],
     "properties": {
-        "image": {"type": "string", "contentMediaType": "image/png", "description": "a PNG or JPEG file"},
+        "image": {"type": "string", "format": "binary", "description": "a PNG or JPEG file"},
         "kernel": {"type": "string", "description": "the kernel as JSON, or a preset's name (GET /v1/kernels)"},
         "padding": {"type": "string", "description": "JSON: an integer or [ph, pw]"},
         "stride": {"type": "string", "description": "JSON: an integer or [sh, sw]"},
@@ -119,7 +119,8 @@ _IMAGE_FORM = {
     },
     "additionalProperties": False,
 }
-_IMAGE = {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}
+# A file is `format: binary` (what client generators read as a file; 3.1 would also allow an empty schema).
+_IMAGE = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
 _TEXT = {"schema": {"type": "string"}}
 
 
@@ -137,7 +138,9 @@ def _loss_chart(name: str, content: dict) -> dict:
 
 
 def _submission(model: str, summary: str, form: dict | None = None) -> dict:
-    body = {"application/json": {"schema": _ref(model)}} | ({"multipart/form-data": {"schema": form}} if form else {})
+    body = {"application/json": {"schema": _ref(model)}}
+    if form:
+        body["multipart/form-data"] = {"schema": form, "encoding": {"image": {"contentType": "image/png, image/jpeg"}}}
     return {
         "summary": summary,
         "parameters": [

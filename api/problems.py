@@ -3,13 +3,13 @@
 import logging
 import uuid
 
-import orjson
 from flask import Flask, Response, request
 from kombu.exceptions import KombuError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
+from api.responses import json_bytes
 from shared.jobstore import out_of_memory
 from shared.schemas import Problem
 
@@ -32,7 +32,7 @@ class ProblemError(Exception):
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
-    body = orjson.dumps(problem.model_dump(exclude_none=True))
+    body = json_bytes(problem.model_dump(exclude_none=True))
     return Response(body, problem.status, headers=headers, mimetype="application/problem+json")
 
 

@@ -107,7 +107,9 @@ def get_output_image(job_id: str) -> Response:
 
     result = _existing(job_id, store.result(parsed))  # None only if it expired just now
     output = to_array(orjson.loads(result)["output"], dimensions=(2, 3))  # either form: lists or base64
-    return Response(pictures.output_png(output), mimetype="image/png")
+    request = CorrelationRequest.model_validate_json(_existing(job_id, store.request(parsed)))
+    window = pictures.unpadded(request.input.shape[-2:], request.kernel.shape[-2:], request.padding, request.stride)
+    return Response(pictures.output_png(output, window), mimetype="image/png")
 
 
 @bp.get("/jobs/<job_id>/events")

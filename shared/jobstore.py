@@ -354,6 +354,10 @@ class JobStore:
                 read(pipe)
                 return pipe.execute()
 
+    def request(self, job_id: str) -> bytes | None:
+        """The job's request JSON as stored (its arrays in the base64 form); None once expired."""
+        return self.redis.get(_keys(job_id)[1])
+
     def result(self, job_id: str) -> bytes | None:
         """The finished job's result JSON as stored (for callers that read it, not splice it); None if none."""
         return self.redis.get(_keys(job_id)[2])

@@ -18,7 +18,12 @@ def _json_integer(value: Any) -> Any:
 
 # A matrix element: a JSON number that fits in float32, the dtype the core computes in.
 Number = Annotated[float, Strict(), AllowInfNan(False), Ge(-FLOAT32_MAX), Le(FLOAT32_MAX)]
-Integer = Annotated[int, BeforeValidator(_json_integer)]
+
+
+def whole(*constraints: Any) -> Any:
+    """A JSON integer with these constraints (Ge, Le). They go inside, before the validator: put on the outside,
+    pydantic writes them into the JSON Schema as its own `ge` and `le`, which no schema reader knows."""
+    return Annotated[int, *constraints, BeforeValidator(_json_integer)]
 
 
 def fault(loc: tuple[str | int, ...], kind: str, message: str, value: Any = None) -> InitErrorDetails:

@@ -28,8 +28,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.arrays import Base64Array, array_schema, to_array, to_base64
-from shared.jsontypes import Integer, Number, fault, invalid
+from shared.arrays import Base64Array, to_array, to_base64, wire_type
+from shared.jsontypes import Number, fault, invalid, whole
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,18 @@ def _broadcast(value: Any) -> Any:
 
 
 def _pair_schema(minimum: int) -> WithJsonSchema:
-    """Document what _broadcast accepts: one integer, or a pair of them."""
+    """Document what _broadcast accepts: one integer, or a pair of them.
+
+    The pair as items with minItems and maxItems, not prefixItems with `items: false`: client generators
+    (openapi-python-client) refuse a boolean schema.
+    """
     integer = {"type": "integer", "minimum": minimum}
-    pair = {"type": "array", "prefixItems": [integer, integer], "items": False, "minItems": 2}
+    pair = {"type": "array", "items": integer, "minItems": 2, "maxItems": 2}
     return WithJsonSchema({"anyOf": [integer, pair]})
 
 
-NonNegativePair = Annotated[
-    tuple[Annotated[Integer, Ge(0)], Annotated[Integer, Ge(0)]], BeforeValidator(_broadcast), _pair_schema(0)
-]
-PositivePair = Annotated[
-    tuple[Annotated[Integer, Ge(1)], Annotated[Integer, Ge(1)]], BeforeValidator(_broadcast), _pair_schema(1)
-]
+NonNegativePair = Annotated[tuple[whole(Ge(0)), whole(Ge(0))], BeforeValidator(_broadcast), _pair_schema(0)]
+PositivePair = Annotated[tuple[whole(Ge(1)), whole(Ge(1))], BeforeValidator(_broadcast), _pair_schema(1)]
 
 
 def _array_field(*dimensions: int) -> Any:
@@ -74,7 +74,7 @@ def _array_field(*dimensions: int) -> Any:
         return to_array(value, _limits(info).max_matrix_elements, dimensions)
 
     return Annotated[
-        Any, PlainValidator(validate), PlainSerializer(to_base64), WithJsonSchema(array_schema(dimensions))
+        Any, PlainValidator(validate, json_schema_input_type=wire_type(dimensions)), PlainSerializer(to_base64)
     ]
 
 
@@ -241,13 +241,18 @@ class TrainingPair(BaseModel):
 class KernelTrainingRequest(Request):
     """POST /v1/kernel-trainings: learn the kernel that maps inputs to targets (the seed's loop, grown)."""
 
-    # One pair (input with target or target_kernel) or several (pairs), in the schema as in the validator.
+    # One pair (input with target or target_kernel) or several (pairs), in the schema as in the validator. Inside an
+    # allOf: a oneOf beside the properties makes client generators see three models instead of this one.
     model_config = ConfigDict(
         json_schema_extra={
-            "oneOf": [
-                {"required": ["input", "target"], "properties": {"pairs": {"type": "null"}}},
-                {"required": ["input", "target_kernel"], "properties": {"pairs": {"type": "null"}}},
-                {"required": ["pairs"], "properties": {"input": {"type": "null"}, "target": {"type": "null"}}},
+            "allOf": [
+                {
+                    "oneOf": [
+                        {"required": ["input", "target"], "properties": {"pairs": {"type": "null"}}},
+                        {"required": ["input", "target_kernel"], "properties": {"pairs": {"type": "null"}}},
+                        {"required": ["pairs"], "properties": {"input": {"type": "null"}, "target": {"type": "null"}}},
+                    ]
+                }
             ]
         }
     )
@@ -261,13 +266,13 @@ class KernelTrainingRequest(Request):
     kernel_size: PositivePair | None = Field(
         None, description="[kh, kw]; the kernel's channels follow the input's and the target's"
     )
-    kernel_shape: Annotated[list[Annotated[Integer, Ge(1)]], MinLen(2), MaxLen(4)] | None = Field(
+    kernel_shape: Annotated[list[whole(Ge(1))], MinLen(2), MaxLen(4)] | None = Field(
         None, description="the whole kernel shape: [kh, kw], [C, kh, kw] or [O, C, kh, kw]; instead of kernel_size"
     )
     lr: Annotated[Number, Field(gt=0)] = Field(0.03, description="learning rate")
-    epochs: Annotated[Integer, Ge(1)] = Field(20, description="passes over the pairs")
+    epochs: whole(Ge(1)) = Field(20, description="passes over the pairs")
     bias: StrictBool = Field(False, description="learn a bias too: one number, or one per output channel")
-    seed: Annotated[Integer, Ge(0), Le(2**63 - 1)] = Field(0, description="seed of the initial kernel and shuffles")
+    seed: whole(Ge(0), Le(2**63 - 1)) = Field(0, description="seed of the initial kernel and shuffles")
     optimizer: Literal["sgd", "momentum", "adam"] = Field(
         "sgd", description="sgd: the seed's plain gradient descent; momentum (see momentum); adam"
     )
@@ -276,7 +281,7 @@ class KernelTrainingRequest(Request):
     tolerance: Annotated[Number, Ge(0)] | None = Field(
         None, description="stop after the first epoch whose loss is below this; epochs_run says how many ran"
     )
-    batch_size: Annotated[Integer, Ge(1)] | None = Field(
+    batch_size: whole(Ge(1)) | None = Field(
         None, description="pairs per step of the optimizer; all of them when left out"
     )
     shuffle: StrictBool = Field(False, description="a new order of the pairs every epoch, drawn from seed")

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # How long one job-store call may wait on Redis: the API answers 503 soon after.
     redis_timeout_seconds: float = Field(0.5, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # One JSON object per line (for machines: compose, log collectors), or text lines for a person at a terminal.
+    log_format: Literal["json", "text"] = "json"
     # "production" refuses unsafe settings (a Redis without a password) instead of allowing them.
     environment: Literal["development", "production"] = "development"
 

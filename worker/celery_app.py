@@ -1,8 +1,10 @@
 """The worker's Celery app: `celery -A worker.celery_app worker`."""
 
 import os
+import warnings
 
 import torch
+from celery.exceptions import SecurityWarning
 from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 from redis import Redis
 
@@ -15,12 +17,16 @@ from worker.reconciler import Reconciler
 check_settings(get_settings())
 app = create_celery(get_settings())
 app.conf.include = ["worker.tasks"]
+if get_settings().environment == "development":
+    # Celery warns whenever it runs as root; in development (make run in a container or on CI, as root) that is
+    # the norm and the warning noise; production keeps it (compose runs the worker as uid 10001 anyway).
+    warnings.filterwarnings("ignore", "You're running the worker with superuser privileges", SecurityWarning)
 
 
 @setup_logging.connect
 def _log_json(**_) -> None:
     """Log as the API does (one JSON object per line) instead of Celery's own format."""
-    configure_logging(get_settings().log_level, "worker")
+    configure_logging(get_settings().log_level, "worker", get_settings().log_format)
 
 
 _reconciler = Reconciler(app, get_settings())
