@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services import EpochCallback, TrainingDiverged, pick_device
 from shared import logs
-from shared.jobstore import Attempt, AttemptsExhausted, JobStore
+from shared.jobstore import Attempt, AttemptsExhausted, JobStore, out_of_memory
 from shared.schemas import Problem
 from shared.settings import get_settings
 from worker.compute import OutputNotFinite
@@ -75,7 +75,7 @@ def run_job(job_id: str, request_model: type[BaseModel], compute: Compute) -> No
     except RedisUnavailable as error:
         log.warning("Redis unreachable (%s); handing the job back to the queue", error)
         raise Reject(str(error), requeue=True) from error
-    except RedisError as error:  # an error reply: Redis is full, most likely
+    except RedisError as error:  # an error reply that START or FINISH could not ride out (NOREPLICAS, READONLY, ...)
         log.warning("Redis refused a write (%s); handing the job back to the queue", error)
         raise Reject(str(error), requeue=True) from error
     finally:
@@ -92,7 +92,7 @@ def _run(store: JobStore, attempt: Attempt, request: BaseModel, compute: Compute
         raise
     except ProgressNotRecorded as error:
         log.warning("attempt %d stopped: %s", attempt.number, error)
-        problem = store_full_problem(f"could not record the training's losses from epoch {error.first_epoch} on")
+        problem = store_problem(error, f"could not record the training's losses from epoch {error.first_epoch} on")
     except TrainingDiverged as error:
         problem = Problem(type="/problems/training-diverged", title="Training diverged", status=422, detail=str(error))
     except OutputNotFinite as error:
@@ -109,8 +109,8 @@ def _run(store: JobStore, attempt: Attempt, request: BaseModel, compute: Compute
         try:
             recorder.flush()  # the last losses, before the result that they lead to
         except ProgressNotRecorded as error:
-            problem = store_full_problem(
-                f"could not record the training's last losses (from epoch {error.first_epoch})"
+            problem = store_problem(
+                error, f"could not record the training's last losses (from epoch {error.first_epoch})"
             )
         else:
             status = _patiently(lambda: store.succeed(attempt, result, time.monotonic() - started))
@@ -122,13 +122,16 @@ def _run(store: JobStore, attempt: Attempt, request: BaseModel, compute: Compute
     _patiently(lambda: store.fail(job_id, attempt, problem, time.monotonic() - started))
 
 
-def store_full_problem(what: str) -> Problem:
-    """The error of a job that Redis, full, would not let record its progress."""
-    detail = (
-        f"Redis, the job store, is full (maxmemory): the job {what} and was stopped; "
-        "submit it again once the operators have made room"
-    )
-    return Problem(type="/problems/store-full", title="Job store full", status=507, detail=detail)
+def store_problem(error: ProgressNotRecorded, what: str) -> Problem:
+    """The error of a job that Redis would not let record its progress: full, most likely."""
+    if out_of_memory(error.error):
+        detail = (
+            f"Redis, the job store, is full (maxmemory): the job {what} and was stopped; "
+            "submit it again once the operators have made room"
+        )
+        return Problem(type="/problems/store-full", title="Job store full", status=507, detail=detail)
+    detail = f"Redis, the job store, refused a write: the job {what} and was stopped; submit it again later"
+    return Problem(type="/problems/store-refused", title="Job store refused", status=503, detail=detail)
 
 
 def _patiently(write: Callable[[], str | None]) -> str | None:
