@@ -46,9 +46,12 @@ def _problems(*statuses: int) -> dict:
         422: "Invalid request; `errors` point at each fault",
         429: "Too many submissions for this key, or the queue is full",
         503: "Redis or the queue is unreachable",
+        507: "Redis is full (maxmemory): nothing new can be stored until room is made",
     }
     return {
-        str(status): _json("Problem", reasons[status], _RETRY_AFTER if status in (429, 503) else None, media=PROBLEM)
+        str(status): _json(
+            "Problem", reasons[status], _RETRY_AFTER if status in (429, 503, 507) else None, media=PROBLEM
+        )
         for status in statuses
     }
 
@@ -158,7 +161,7 @@ def _submission(model: str, summary: str, form: dict | None = None) -> dict:
             "200": _json(
                 "Job", "The job finished within Prefer: wait, or an idempotent replay of a finished job", _JOB_HEADERS
             ),
-            **_problems(400, 401, 413, 414, 415, 422, 429, 503),
+            **_problems(400, 401, 413, 414, 415, 422, 429, 503, 507),
         },
     }
 
@@ -220,7 +223,7 @@ def build(settings: Settings) -> dict:
                         "202": _json(
                             "Job", "Running: it will stop within one epoch or 0.1 s, whichever is longer", _JOB_HEADERS
                         ),
-                        **_problems(401, 404, 414, 503),
+                        **_problems(401, 404, 414, 503, 507),
                     },
                 },
             },

@@ -8,6 +8,8 @@ one grep follows a job from its submission to its result. JSON is the default;
 
 import logging
 import logging.config
+import re
+from collections.abc import Mapping
 from contextvars import ContextVar
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -20,6 +22,35 @@ class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
         record.job_id = job_id.get()
+        return True
+
+
+# A query parameter whose name says it carries a secret (api_key, token, access_token, password, ...), and its value.
+SECRET_QUERY_PARAMETER = re.compile(
+    r"(?P<name>(?:^|[?&;])[^=&;\s\"]*(?:key|token|secret|passw|pwd|auth|sig|credential|session)[^=&;\s\"]*=)"
+    r"[^&;\s\"]*",
+    re.IGNORECASE,
+)
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """Replace the value of every secret-looking query parameter in a URL, query or request line."""
+    return SECRET_QUERY_PARAMETER.sub(lambda match: match["name"] + REDACTED, text)
+
+
+class RedactSecrets(logging.Filter):
+    """Keep secrets sent in a URL's query (?api_key=...) out of gunicorn's lines (its access lines carry the query)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, Mapping):  # gunicorn passes its access log atoms as one mapping
+            record.args = {
+                name: redact(value) if isinstance(value, str) else value for name, value in record.args.items()
+            }
+        elif isinstance(record.args, tuple):
+            record.args = tuple(redact(value) if isinstance(value, str) else value for value in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
         return True
 
 
@@ -39,7 +70,7 @@ def logging_config(level: str, service: str, log_format: str) -> dict:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": ContextFilter}},
+        "filters": {"context": {"()": ContextFilter}, "redact": {"()": RedactSecrets}},
         "formatters": {
             "json": {
                 "()": "pythonjsonlogger.json.JsonFormatter",
@@ -57,8 +88,8 @@ def logging_config(level: str, service: str, log_format: str) -> dict:
         # gunicorn's own loggers keep their handlers unless told otherwise. Its access lines would repeat the
         # line that api/telemetry.py writes for every request (with its request id): warnings only.
         "loggers": {
-            "gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False},
-            "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False},
+            "gunicorn.error": {"level": level, "handlers": ["stderr"], "propagate": False, "filters": ["redact"]},
+            "gunicorn.access": {"level": "WARNING", "handlers": ["stderr"], "propagate": False, "filters": ["redact"]},
         },
     }
 

@@ -88,6 +88,20 @@ class Settings(BaseSettings):
         """The longest a job whose whole worker vanished waits before another worker gets it."""
         return self.visibility_timeout_seconds + self.restore_sweep_seconds
 
+    @property
+    def message_check_seconds(self) -> int:
+        """How long after it was queued the reconciler first checks that a job's message exists (a few sweeps)."""
+        return 3 * self.restore_sweep_seconds
+
+    @property
+    def attempt_deadline_seconds(self) -> int:
+        """How long after an attempt started the reconciler checks that a job still has a message.
+
+        By then a message whose worker vanished has been redelivered (and the attempt replaced), so a job still
+        running on the same attempt with no message anywhere was acknowledged without being finished.
+        """
+        return self.redelivery_bound_seconds + self.restore_sweep_seconds
+
 
 @lru_cache
 def get_settings() -> Settings:

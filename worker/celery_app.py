@@ -5,13 +5,14 @@ import warnings
 
 import torch
 from celery.exceptions import SecurityWarning
-from celery.signals import setup_logging, worker_process_init, worker_ready
+from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 from redis import Redis
 
 from shared.logs import configure_logging
 from shared.settings import get_settings
 from shared.startup import check_settings, warn_about_redis
 from shared.taskqueue import create_celery
+from worker.reconciler import Reconciler
 
 check_settings(get_settings())
 app = create_celery(get_settings())
@@ -28,10 +29,24 @@ def _log_json(**_) -> None:
     configure_logging(get_settings().log_level, "worker", get_settings().log_format)
 
 
+_reconciler = Reconciler(app, get_settings())
+
+
 @worker_ready.connect
 def _check_redis(**_) -> None:
     with Redis.from_url(get_settings().redis_url, socket_timeout=5) as redis:
         warn_about_redis(redis)
+
+
+@worker_ready.connect
+def _start_reconciler(**_) -> None:
+    """Sweep for jobs whose message is gone, beside kombu's restore sweep (worker.reconciler); main process only."""
+    _reconciler.start()
+
+
+@worker_shutdown.connect
+def _stop_reconciler(**_) -> None:
+    _reconciler.stop()
 
 
 @worker_process_init.connect
