@@ -21,7 +21,8 @@ from tests.support import REPO, RedisServer, free_port, wait_until
 GRACE_SECONDS = 2
 # 450 x 450 at lr 1e-7 for 10,000 epochs (just under MAX_WORK): ~8 s, longer than the grace, so the worker hands
 # it back to the queue.
-LONG_TRAINING = {"input": [[0.5] * 450] * 450, "target_kernel": [[0.1] * 3] * 3, "lr": 1e-7, "epochs": 10_000}
+# Far longer than the grace, also when the API's stop comes first: ~0.3 ms an epoch, over 15 s in all.
+LONG_TRAINING = {"input": [[0.5] * 200] * 200, "target_kernel": [[0.1] * 3] * 3, "lr": 1e-7, "epochs": 50_000}
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,7 @@ def terminal(tmp_path_factory):
         "HOST": "127.0.0.1",
         "REDIS_DIR": str(workdir / "redis"),
         "SHUTDOWN_GRACE_SECONDS": str(GRACE_SECONDS),
+        "MAX_EPOCHS": str(LONG_TRAINING["epochs"]),
         "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
     }
     screen = open(workdir / "screen.log", "w", buffering=1)  # noqa: SIM115 - open as long as the module's tests
@@ -105,6 +107,7 @@ def test_make_run_restarts_a_process_that_exits_and_keeps_the_others(terminal):
 
 def test_ctrl_c_stops_api_then_worker_with_its_grace_then_redis_and_make_exits_0(terminal):
     submitted = requests.post(f"{terminal.url}/v1/kernel-trainings", json=LONG_TRAINING, timeout=30)
+    assert submitted.status_code == 202, submitted.text
     job = submitted.json()
     location = terminal.url + submitted.headers["Location"]
     wait_until(lambda: requests.get(location, timeout=10).json()["status"] == "running", 60, "the training to run")
