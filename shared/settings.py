@@ -37,8 +37,13 @@ class Settings(BaseSettings):
     api_keys: dict[str, str] = {}
     # Submissions allowed per API key (or per client address when keys are off), in limits' notation.
     submit_rate_limit: str = "600/minute"
-    # Threads per API process: each open /events stream holds one.
+    # Threads per API process: each open /events stream and each `Prefer: wait` submission holds one...
     api_threads: PositiveInt = 64
+    # ...but at most this many of them per process (the rest stay free for short requests; must be below
+    # API_THREADS): a stream beyond it is refused (503, Retry-After), a waiting submission answered 202 at once...
+    max_held_requests: PositiveInt = 32
+    # ...and at most this many per caller (API key, or client address when keys are off) per process (429).
+    max_held_requests_per_caller: PositiveInt = 8
     # A job running longer than this is stopped and fails (hard limit; a soft limit 5% earlier
     # lets it fail cleanly). Keep it close to your longest job: it also bounds redelivery.
     job_time_limit_seconds: PositiveInt = 600
