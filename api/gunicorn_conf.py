@@ -4,6 +4,8 @@ import os
 import shutil
 from pathlib import Path
 
+import orjson
+from gunicorn import util
 from prometheus_client import multiprocess
 
 from shared.logs import logging_config
@@ -21,6 +23,24 @@ accesslog = None
 # No request-line cap in gunicorn: its 414 would be HTML; the app caps URLs with a problem+json 414.
 limit_request_line = 0
 logconfig_dict = logging_config(_settings.log_level, "api")
+
+
+def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
+    """Gunicorn's own answers (a malformed request line, headers too long) as problem+json, like the app's.
+
+    Gunicorn writes them before the app sees the request, through `gunicorn.util.write_error`, in HTML.
+    """
+    detail = mesg if len(mesg) <= 200 else mesg[:200] + "..."  # it may quote the request line: never echo megabytes
+    body = orjson.dumps({"type": "about:blank", "title": reason, "status": status_int, "detail": detail})
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/problem+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# The workers call util.write_error by its module attribute: replaced here, before they fork.
+util.write_error = write_problem
 
 
 def on_starting(server) -> None:
