@@ -21,8 +21,10 @@ class Settings(BaseSettings):
     job_ttl_seconds: PositiveInt = 24 * 3600
     # Largest matrix accepted (elements); 2048 x 2048 by default.
     max_matrix_elements: PositiveInt = 2048 * 2048
-    # Largest request body accepted (bytes); a 2048 x 2048 matrix is about 80 MB as JSON text.
-    max_body_bytes: PositiveInt = 128 * 1024 * 1024
+    # Largest request body accepted (bytes): a 2048 x 2048 matrix is 40-60 MB as JSON text (10-15 characters
+    # a number), 22 MB in base64. Long arrays are read straight into float32 (api/bulk.py): a body costs the
+    # API process at most about 3 times its size.
+    max_body_bytes: PositiveInt = 64 * 1024 * 1024
     # Most epochs one training may ask for.
     max_epochs: PositiveInt = 10_000
     # Most work one job may ask for: output elements x kernel taps x epochs (1 for a correlation).
