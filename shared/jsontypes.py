@@ -21,6 +21,12 @@ Number = Annotated[float, Strict(), AllowInfNan(False), Ge(-FLOAT32_MAX), Le(FLO
 Integer = Annotated[int, BeforeValidator(_json_integer)]
 
 
+def whole(minimum: int, maximum: int | None = None) -> Any:
+    """An Integer within bounds; set before the validator, so the JSON schema shows them as minimum and maximum."""
+    bounds = [Ge(minimum)] if maximum is None else [Ge(minimum), Le(maximum)]
+    return Annotated[int, *bounds, BeforeValidator(_json_integer)]
+
+
 def fault(loc: tuple[str | int, ...], kind: str, message: str, value: Any = None) -> InitErrorDetails:
     """Describe one fault at `loc` (relative to the value being validated)."""
     return InitErrorDetails(type=PydanticCustomError(kind, message), loc=loc, input=value)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from annotated_types import Ge, Le, Lt, MaxLen, MinLen
+from annotated_types import Ge, Lt, MaxLen, MinLen
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -29,8 +29,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared import budget
-from shared.arrays import Base64Array, array_schema, to_array, to_base64
-from shared.jsontypes import Integer, Number, fault, invalid
+from shared.arrays import Base64Array, array_schema, serialize_array, to_array
+from shared.jsontypes import Number, fault, invalid, whole
 
 # Ceilings of the whole numbers a request may hold, in the schema for clients to see: far above what the
 # element and time limits let through, low enough that no size computed from them overflows the core's int64.
@@ -66,8 +66,8 @@ def _pair_schema(minimum: int) -> WithJsonSchema:
     return WithJsonSchema({"anyOf": [integer, pair]})
 
 
-Side = Annotated[Integer, Ge(1), Le(MAX_SIDE)]
-Margin = Annotated[Integer, Ge(0), Le(MAX_SIDE)]
+Side = whole(1, MAX_SIDE)
+Margin = whole(0, MAX_SIDE)
 NonNegativePair = Annotated[tuple[Margin, Margin], BeforeValidator(_broadcast), _pair_schema(0)]
 PositivePair = Annotated[tuple[Side, Side], BeforeValidator(_broadcast), _pair_schema(1)]
 
@@ -80,7 +80,7 @@ def _array_field(*dimensions: int) -> Any:
         return to_array(value, _limits(info).max_matrix_elements, dimensions)
 
     return Annotated[
-        Any, PlainValidator(validate), PlainSerializer(to_base64), WithJsonSchema(array_schema(dimensions))
+        Any, PlainValidator(validate), PlainSerializer(serialize_array), WithJsonSchema(array_schema(dimensions))
     ]
 
 
@@ -301,9 +301,9 @@ class KernelTrainingRequest(Request):
         None, description="the whole kernel shape: [kh, kw], [C, kh, kw] or [O, C, kh, kw]; instead of kernel_size"
     )
     lr: Annotated[Number, Field(gt=0)] = Field(0.03, description="learning rate")
-    epochs: Annotated[Integer, Ge(1), Le(MAX_EPOCHS)] = Field(20, description="passes over the pairs")
+    epochs: whole(1, MAX_EPOCHS) = Field(20, description="passes over the pairs")
     bias: StrictBool = Field(False, description="learn a bias too: one number, or one per output channel")
-    seed: Annotated[Integer, Ge(0), Le(2**63 - 1)] = Field(0, description="seed of the initial kernel and shuffles")
+    seed: whole(0, 2**63 - 1) = Field(0, description="seed of the initial kernel and shuffles")
     optimizer: Literal["sgd", "momentum", "adam"] = Field(
         "sgd", description="sgd: the seed's plain gradient descent; momentum (see momentum); adam"
     )
@@ -312,7 +312,7 @@ class KernelTrainingRequest(Request):
     tolerance: Annotated[Number, Ge(0)] | None = Field(
         None, description="stop after the first epoch whose loss is below this; epochs_run says how many ran"
     )
-    batch_size: Annotated[Integer, Ge(1), Le(MAX_BATCH_SIZE)] | None = Field(
+    batch_size: whole(1, MAX_BATCH_SIZE) | None = Field(
         None, description="pairs per step of the optimizer; all of them when left out"
     )
     shuffle: StrictBool = Field(False, description="a new order of the pairs every epoch, drawn from seed")
