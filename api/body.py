@@ -48,6 +48,7 @@ def parse_body(model: type[Model], limits: Limits, alternative: str = "") -> Mod
         ) from None
     try:
         data = bulk.swap_in(data, cut.arrays)
+        del cut  # the rest of the body: no longer needed while the models check and copy the arrays
     except bulk.RefusedAt as refused:
         pointer = json_pointer((*refused.loc, *refused.refused.element))
         fault = {"loc": pointer, "msg": refused.refused.message, "type": refused.refused.kind}
@@ -68,8 +69,8 @@ def _read_body() -> bytearray:
         raise RequestEntityTooLarge()
     body = bytearray(length)
     view, got = memoryview(body), 0
-    while got < length:
-        read = stream.readinto(view[got:])
+    while got < length:  # a piece at a time: the server's reader copies what it is asked for
+        read = stream.readinto(view[got : got + READ_BYTES])
         if not read:
             break
         got += read

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 
 import jiter
 import numpy as np
+import pybase64
 
-from shared.arrays import MAX_DIMENSIONS
+from shared.arrays import MAX_DIMENSIONS, Decoded
 
 BULK_MIN_BYTES = 1024
 CHUNK_BYTES = 1024 * 1024
@@ -46,6 +47,8 @@ LOOSE_BYTES = 16
 
 # An object member's value that starts with "[" and goes on for BULK_MIN_BYTES in array characters only.
 _RUN = re.compile(rb":\s*(\[[\[\]0-9eE+\-.,\s]{%d,})" % BULK_MIN_BYTES)
+# The base64 `data` of an array in its packed form: decoded from the body, never made a str.
+_PACKED = re.compile(rb'"data"\s*:\s*"([A-Za-z0-9+/]{%d,}={0,2})"' % BULK_MIN_BYTES)
 _OPENING = re.compile(rb"\[(?:\s*\[)*")
 _NUMBER_CHARACTERS = b"0123456789.eE+-"
 _WHITESPACE = b" \t\n\r"
@@ -73,7 +76,7 @@ class Cut:
     """A body with its long arrays cut out: the rest to parse, and what each placeholder stands for."""
 
     rest: bytes
-    arrays: dict[str, np.ndarray | Refused]
+    arrays: dict[str, np.ndarray | Decoded | Refused]
 
 
 def cut_arrays(body: bytearray, max_elements: int | None) -> Cut:
@@ -93,23 +96,34 @@ def cut_arrays(body: bytearray, max_elements: int | None) -> Cut:
 
 def _cut(body: bytearray, max_elements: int | None) -> Cut:
     token = uuid.uuid4().hex
-    arrays: dict[str, np.ndarray | Refused] = {}
-    pieces, position = [], 0
+    arrays: dict[str, np.ndarray | Decoded | Refused] = {}
+    found = []  # (start, end, what it stands for), in the order of the body
     for match in _RUN.finditer(body):
         start = match.start(1)
+        end = _array_end(body, start, match.end(1))
+        if end is not None:  # else not one whole array: the parser reads it, and says what is wrong
+            found.append((start, end, lambda start=start, end=end: read_array(body, start, end, max_elements)))
+    for match in _PACKED.finditer(body):
+        found.append((match.start(1) - 1, match.end(1) + 1, lambda match=match: _decode(body, match)))
+    pieces, position = [], 0
+    for start, end, read in sorted(found, key=lambda item: item[0]):
         if start < position:
             continue
-        end = _array_end(body, start, match.end(1))
-        if end is None:
-            continue  # not one whole array: the parser reads it, and says what is wrong
         name = f"\x00convq-array-{token}-{len(arrays)}"
-        arrays[name] = read_array(body, start, end, max_elements)
+        arrays[name] = read()
         pieces += [bytes(memoryview(body)[position:start]), b'"\\u0000' + name[1:].encode() + b'"']
         position = end
     if not arrays:
         return Cut(bytes(body), {})
     pieces.append(bytes(memoryview(body)[position:]))
     return Cut(b"".join(pieces), arrays)
+
+
+def _decode(body: bytearray, match: re.Match) -> Decoded | Refused:
+    try:
+        return Decoded(pybase64.b64decode_as_bytearray(memoryview(body)[match.start(1) : match.end(1)], validate=True))
+    except ValueError:
+        return Refused("base64_invalid", "data is not valid base64")
 
 
 def _array_end(body: bytearray, start: int, run_end: int) -> int | None:
@@ -125,6 +139,12 @@ def _array_end(body: bytearray, start: int, run_end: int) -> int | None:
 
 def read_array(body: bytearray, start: int, end: int, max_elements: int | None) -> np.ndarray | Refused:
     """The array written in body[start:end] as float32; raise Malformed if it is not JSON."""
+    numbers = body.count(b",", start, end) + 1  # each list of n holds n - 1 commas: an array of N numbers, N - 1
+    if max_elements is not None and numbers > max_elements:
+        return Refused(
+            "matrix_too_large",
+            f"array holds {numbers} numbers, over this server's limit of {max_elements} (MAX_MATRIX_ELEMENTS)",
+        )
     skeleton = b"".join(chunk.translate(None, _NUMBER_CHARACTERS + _WHITESPACE) for chunk in _pieces(body, start, end))
     depth = len(skeleton) - len(skeleton.lstrip(b"["))
     if depth > MAX_DIMENSIONS:

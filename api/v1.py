@@ -15,7 +15,7 @@ from api.responses import json_response
 from api.runtime import runtime
 from api.uploads import parse_image_correlation
 from shared import logs
-from shared.arrays import to_array
+from shared.arrays import dump_json, to_array
 from shared.jobstore import IdempotencyConflict, QueueFull, Route
 from shared.kernels import KERNELS
 from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
@@ -140,7 +140,7 @@ def _submit(
     """Store the job and its request, queue a message that carries only the job id, and maybe wait for it."""
     rt = runtime()
     key, wait = _idempotency_key(), _preferred_wait(rt.settings.max_wait_seconds)
-    request_json = job_request.model_dump_json().encode()
+    request_json = dump_json(job_request)
     route = _route(job_request)
     try:
         job, created = rt.store.create(kind, request_json, g.caller, epochs, logs.request_id.get(), key, route)
