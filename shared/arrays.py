@@ -166,6 +166,7 @@ def to_base64(array: np.ndarray) -> dict:
     return {"shape": list(array.shape), "dtype": "float32", "data": pybase64.b64encode_as_string(array)}
 
 
+ENCODE_BYTES = 3 * 1024 * 1024
 SPLICED = "convq.spliced"  # the serialization context's list of arrays whose base64 dump_json splices in
 _SPLICE = re.compile(rb'"\\u0000array-(\d+)"')
 
@@ -179,19 +180,32 @@ def serialize_array(array: np.ndarray, info: SerializationInfo) -> dict:
     return {"shape": list(array.shape), "dtype": "float32", "data": f"\x00array-{len(spliced) - 1}"}
 
 
-def dump_json(model: BaseModel) -> bytes:
-    """The model as JSON, its arrays in the base64 form: the same bytes as model_dump_json, made with fewer copies.
+def dump_json(model: BaseModel) -> bytearray:
+    """The model as JSON, its arrays in the base64 form: the same bytes as model_dump_json, written once.
 
     The serializer would make each array's base64 a str, copy it into a buffer that grows by doubling, then
-    copy that into bytes (measured: 124 MB at once for two 2048 x 2048 arrays). Here it writes the rest, with
-    a placeholder for each array's data, and each array's base64 is made once, as bytes, then joined in.
+    copy that into bytes (124 MB at once for two 2048 x 2048 arrays, measured). Here it writes the rest, with
+    a placeholder for each array's data, and each base64 is encoded a piece at a time into one buffer (87 MB).
     """
     spliced: list[np.ndarray] = []
     skeleton = model.__pydantic_serializer__.to_json(model, context={SPLICED: spliced})
     pieces = _SPLICE.split(skeleton)  # text, index, text, index, ..., text
-    for at in range(1, len(pieces), 2):
-        pieces[at] = b'"' + pybase64.b64encode(spliced[int(pieces[at])]) + b'"'
-    return b"".join(pieces)
+    texts, arrays = pieces[::2], [memoryview(spliced[int(index)]).cast("B") for index in pieces[1::2]]
+    output = bytearray(sum(map(len, texts)) + sum(2 + 4 * -(-len(raw) // 3) for raw in arrays))
+    view, at = memoryview(output), 0
+    for text, raw in zip(texts, [*arrays, None], strict=True):
+        view[at : at + len(text)] = text
+        at += len(text)
+        if raw is not None:
+            view[at] = ord('"')
+            for low in range(0, len(raw), ENCODE_BYTES):  # a multiple of 3 bytes: padding only at the end
+                encoded = pybase64.b64encode(raw[low : low + ENCODE_BYTES])
+                view[at + 1 : at + 1 + len(encoded)] = encoded
+                at += len(encoded)
+            view[at + 1] = ord('"')
+            at += 2
+    view.release()
+    return output
 
 
 def to_json(value: Any, form: Literal["lists", "base64"]) -> bytes:
