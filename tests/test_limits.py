@@ -17,7 +17,10 @@ import pybase64
 import pytest
 import requests
 
+from api.holds import Holds
 from shared.schemas import FINISHED
+from shared.settings import Settings
+from shared.startup import ConfigurationError, check_settings
 from tests.support import Stack, wait_until
 
 KEYS = {name: f"{name}-key" for name in ("alice", "bob", "carol", "dave", "erin", "frank")}
@@ -388,3 +391,16 @@ def test_gunicorns_own_errors_are_problem_json(stack, request_bytes, status):
     problem = json.loads(body)
     assert problem["status"] == status and problem["title"] and problem["detail"]
     assert requests.get(f"{stack.url}/healthz", timeout=2).status_code == 200
+
+
+def test_holds_count_places_per_caller_and_per_process():
+    holds = Holds(total=3, per_caller=2)
+    assert [holds.take("alice"), holds.take("alice"), holds.take("alice")] == [None, None, "caller"]
+    assert [holds.take("bob"), holds.take("bob")] == [None, "process"]
+    holds.give_back("alice")
+    assert holds.take("bob") is None and holds.take("carol") == "process"
+
+
+def test_the_api_refuses_to_start_when_held_requests_could_take_every_thread():
+    with pytest.raises(ConfigurationError, match="MAX_HELD_REQUESTS must be below API_THREADS"):
+        check_settings(Settings(api_threads=16, max_held_requests=16))
