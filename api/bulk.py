@@ -14,11 +14,14 @@ parser sees it, and read in place:
    the parser of the rest of the body (jiter, as strict) reads a chunk at a
    time into one float32 array: a chunk's Python floats at a time, never all.
 
-The parser then reads the rest of the body, with a placeholder string where
-each array was, and the placeholders are swapped for the arrays (which the
-request models take as they are, checking their dimensions and size again).
-Peak memory is the body, once, plus the float32 arrays: at most 3 times the
-body (2-byte elements, `0,`), 1.4 times for 10-byte ones.
+Long base64 `data` (an array in its packed form) is decoded straight from the
+body too, never made a str. The parser then reads the rest of the body, with a
+placeholder string where each array was, and the placeholders are swapped for
+the arrays (which the request models take as they are, checking their
+dimensions and size again). What the rest may hold is bounded too: at most
+max(MIN_LOOSE_NUMBERS, one per LOOSE_BYTES of body) numbers, else 413. Peak
+memory while parsing is the body, once, plus the float32 arrays: at most 3 times
+the body (2-byte elements, `0,`), 1.4 times for 10-byte ones.
 
 An array text that fails a check is refused as it stands: malformed numbers
 with 400, like any malformed JSON; ragged rows, empty lists, too many elements,
