@@ -7,19 +7,18 @@ from api.runtime import Runtime
 from shared.jobstore import JobStore
 from shared.logs import configure_logging
 from shared.settings import Settings, get_settings
-from shared.startup import check_settings, warn_about_redis
+from shared.startup import check_settings
 from shared.taskqueue import create_celery
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Create and configure an instance of the application."""
     settings = settings or get_settings()
-    configure_logging(settings.log_level, "api")
+    configure_logging(settings.log_level, "api", settings.log_format)
     check_settings(settings)
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     store = JobStore.from_settings(settings)
-    warn_about_redis(store.redis)
     app.extensions["convq"] = Runtime(settings, store, create_celery(settings))
     problems.init_app(app)
     telemetry.init_app(app)

@@ -85,5 +85,3 @@ def init_app(app: Flask, settings: Settings) -> None:
         storage_uri=settings.redis_url,
         storage_options={"socket_timeout": settings.redis_timeout_seconds},
     )
-    if not settings.api_keys:
-        log.warning("API keys are off (API_KEYS is empty): anyone who can reach this API may use it")

@@ -1,6 +1,8 @@
 """Self-description: GET /openapi.json, and interactive documentation at /docs that works offline."""
 
-from flask import Blueprint, Response, current_app
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, send_from_directory
 
 from api import openapi
 from api.responses import json_response
@@ -13,6 +15,7 @@ DOCS_PAGE = """<!doctype html>
 <head>
   <meta charset="utf-8">
   <title>convq API</title>
+  <link rel="icon" href="/static/app/favicon.svg" type="image/svg+xml">
   <link rel="stylesheet" href="/static/swagger-ui/swagger-ui.css">
 </head>
 <body>
@@ -30,6 +33,12 @@ def openapi_document() -> Response:
     if document is None:
         document = current_app.extensions["convq.openapi"] = openapi.build(runtime().settings)
     return json_response(document)
+
+
+@bp.get("/favicon.ico")
+def favicon() -> Response:
+    """The page's icon (api/static/app/favicon.svg, drawn as an ICO) where browsers look for it unasked."""
+    return send_from_directory(Path(bp.static_folder) / "app", "favicon.ico", mimetype="image/vnd.microsoft.icon")
 
 
 @bp.get("/docs")

@@ -9,9 +9,11 @@ import orjson
 from gunicorn import util
 from gunicorn.workers import gthread
 from prometheus_client import multiprocess
+from redis import Redis
 
 from shared.logs import logging_config
 from shared.settings import get_settings
+from shared.startup import warn_about_redis, warn_if_open
 
 _settings = get_settings()
 
@@ -24,7 +26,10 @@ threads = _settings.api_threads
 accesslog = None
 # No request-line cap in gunicorn: its 414 would be HTML; the app caps URLs with a problem+json 414.
 limit_request_line = 0
-logconfig_dict = logging_config(_settings.log_level, "api")
+# No control socket (gunicornc): its default path is one per user, which every API on the machine would share,
+# and in an image the user's home is not writable.
+control_socket_disable = True
+logconfig_dict = logging_config(_settings.log_level, "api", _settings.log_format)
 
 
 def write_problem(sock, status_int: int, reason: str, mesg: str) -> None:
@@ -79,3 +84,10 @@ def on_starting(server) -> None:
 
 def child_exit(server, worker) -> None:
     multiprocess.mark_process_dead(worker.pid)
+
+
+def when_ready(server) -> None:
+    """Warn about open access and a risky Redis once, in the master, instead of once per worker process."""
+    warn_if_open(_settings)
+    with Redis.from_url(_settings.redis_url, socket_timeout=5) as redis:
+        warn_about_redis(redis)

@@ -1,15 +1,23 @@
-"""Service endpoints: /healthz (the process is alive) and /readyz (it can do its work)."""
+"""Service endpoints: /healthz (the process is alive) and /readyz (it can do its work).
 
+/readyz needs no key, so what it says names no address, host or error text:
+those go to the log.
+"""
+
+import logging
 import threading
 import time
 
 from flask import Blueprint, Response, current_app
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.problems import ProblemError
 from api.responses import json_response
 from api.runtime import Runtime, runtime
 from shared.schemas import Problem
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("health", __name__)
 
@@ -52,9 +60,24 @@ class Readiness:
     def _probe(rt: Runtime) -> tuple[Problem | None, dict | None]:
         try:
             rt.store.ping()
-        except RedisError as error:
-            return _not_ready(f"Redis is not reachable: {error}"), None
-        workers = rt.queue.control.ping(timeout=WORKER_PING_TIMEOUT_SECONDS)
+            memory = rt.store.memory()
+        except (RedisConnectionError, RedisTimeoutError) as error:
+            log.warning("readiness: Redis is not reachable: %s", error)
+            return _not_ready("Redis is not reachable: jobs can be neither stored nor queued"), None
+        except Exception as error:
+            log.warning("readiness: Redis answered with an error: %r", error)
+            return _not_ready("Redis (the job store and queue) answered with an error; see the API's log"), None
+        if memory.full:
+            detail = (
+                f"Redis is full: it refuses writes at {memory.used_mib:.1f} MiB used of its maxmemory "
+                f"{memory.max_mib:.1f} MiB, so submissions are refused (507) until jobs expire or room is made"
+            )
+            return _not_ready(detail), None
+        try:
+            workers = rt.queue.control.ping(timeout=WORKER_PING_TIMEOUT_SECONDS)
+        except Exception as error:
+            log.warning("readiness: could not ping the workers: %r", error)
+            return _not_ready("could not ping the workers through Redis; see the API's log"), None
         if not workers:
             return _not_ready(f"no worker answered a ping within {WORKER_PING_TIMEOUT_SECONDS:g} s"), None
         return None, {"status": "ready", "redis": "ok", "workers": len(workers)}

@@ -46,9 +46,12 @@ def _problems(*statuses: int) -> dict:
         422: "Invalid request; `errors` point at each fault",
         429: "Too many submissions or open streams for this key, or the queue is full",
         503: "Redis or the queue is unreachable, or this server process holds all the streams it may",
+        507: "Redis is full (maxmemory): nothing new can be stored until room is made",
     }
     return {
-        str(status): _json("Problem", reasons[status], _RETRY_AFTER if status in (429, 503) else None, media=PROBLEM)
+        str(status): _json(
+            "Problem", reasons[status], _RETRY_AFTER if status in (429, 503, 507) else None, media=PROBLEM
+        )
         for status in statuses
     }
 
@@ -106,7 +109,7 @@ _IMAGE_FORM = {
     "type": "object",
     "required": ["image", "kernel"],
     "properties": {
-        "image": {"type": "string", "contentMediaType": "image/png", "description": "a PNG or JPEG file"},
+        "image": {"type": "string", "format": "binary", "description": "a PNG or JPEG file"},
         "kernel": {"type": "string", "description": "the kernel as JSON, or a preset's name (GET /v1/kernels)"},
         "padding": {"type": "string", "description": "JSON: an integer or [ph, pw]"},
         "stride": {"type": "string", "description": "JSON: an integer or [sh, sw]"},
@@ -116,7 +119,8 @@ _IMAGE_FORM = {
     },
     "additionalProperties": False,
 }
-_IMAGE = {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}
+# A file is `format: binary` (what client generators read as a file; 3.1 would also allow an empty schema).
+_IMAGE = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
 _TEXT = {"schema": {"type": "string"}}
 
 
@@ -134,7 +138,9 @@ def _loss_chart(name: str, content: dict) -> dict:
 
 
 def _submission(model: str, summary: str, form: dict | None = None) -> dict:
-    body = {"application/json": {"schema": _ref(model)}} | ({"multipart/form-data": {"schema": form}} if form else {})
+    body = {"application/json": {"schema": _ref(model)}}
+    if form:
+        body["multipart/form-data"] = {"schema": form, "encoding": {"image": {"contentType": "image/png, image/jpeg"}}}
     return {
         "summary": summary,
         "parameters": [
@@ -155,7 +161,7 @@ def _submission(model: str, summary: str, form: dict | None = None) -> dict:
             "200": _json(
                 "Job", "The job finished within Prefer: wait, or an idempotent replay of a finished job", _JOB_HEADERS
             ),
-            **_problems(400, 401, 413, 414, 415, 422, 429, 503),
+            **_problems(400, 401, 413, 414, 415, 422, 429, 503, 507),
         },
     }
 
@@ -217,7 +223,7 @@ def build(settings: Settings) -> dict:
                         "202": _json(
                             "Job", "Running: it will stop within one epoch or 0.1 s, whichever is longer", _JOB_HEADERS
                         ),
-                        **_problems(401, 404, 414, 503),
+                        **_problems(401, 404, 414, 503, 507),
                     },
                 },
             },

@@ -18,18 +18,45 @@ UNSIGNED_MAP = colormaps["gray"]
 SIGNED_MAP = colormaps["RdBu_r"]
 
 
-def output_png(output: np.ndarray) -> bytes:
-    """`output` as a PNG, one pixel per element, scaled to the full range of its colour map.
+# The colour scale spans these percentiles of the outputs that matter: a few extreme elements (a photo's
+# strongest edges, a hot pixel) would otherwise squeeze every other one into a few shades; beyond, colours clip.
+ROBUST_PERCENTILES = (1.0, 99.0)
 
-    The channels of an O x oh x ow output stand side by side on one scale, a white column apart.
+
+def unpadded(
+    input_shape: tuple[int, int], kernel_shape: tuple[int, int], padding: tuple[int, int], stride: tuple[int, int]
+) -> tuple[slice, slice]:
+    """The output rows and columns whose windows lie wholly inside the input, none of their taps on padding.
+
+    Output index i covers padded positions i * step to i * step + kernel - 1; inside the input when
+    i * step >= pad and i * step + kernel <= pad + size.
     """
-    low, high = float(output.min()), float(output.max())
-    if low < 0 < high:
-        bound = max(-low, high)
-        colours = SIGNED_MAP((output / bound + 1) / 2, bytes=True)[..., :3]
+    window = []
+    for size, kernel, pad, step in zip(input_shape, kernel_shape, padding, stride, strict=True):
+        first, last = -(-pad // step), (pad + size - kernel) // step
+        window.append(slice(first, max(first, last + 1)))  # empty when no window fits inside
+    return tuple(window)
+
+
+def output_png(output: np.ndarray, window: tuple[slice, slice] = (slice(None), slice(None))) -> bytes:
+    """`output` as a PNG, one pixel per element, its colour scale taken from the elements inside `window`.
+
+    Zero padding gives border elements that compare the image with black (a bright frame around an edge map,
+    say); only the elements of `window` (see `unpadded`), or all of them if it is empty, set the scale, from
+    their ROBUST_PERCENTILES. The channels of an O x oh x ow output stand side by side on one scale, a white
+    column apart.
+    """
+    inside = output[..., window[0], window[1]]
+    sample = inside if inside.size else output
+    if output.min() < 0 < output.max():
+        bound = _percentile(np.abs(sample), ROBUST_PERCENTILES[1]) or float(np.abs(output).max())
+        colours = SIGNED_MAP((np.clip(output / bound, -1, 1) + 1) / 2, bytes=True)[..., :3]
     else:
+        low, high = (_percentile(sample, percent) for percent in ROBUST_PERCENTILES)
+        if high <= low:
+            low, high = float(output.min()), float(output.max())
         span = high - low
-        scaled = (output - low) / span if span > 0 else np.zeros_like(output)
+        scaled = np.clip((output - low) / span, 0, 1) if span > 0 else np.zeros_like(output)
         colours = UNSIGNED_MAP(scaled, bytes=True)[..., 0]  # grey: one channel holds it all
     if output.ndim == 3:
         separator = np.full((colours.shape[1], 1, *colours.shape[3:]), 255, dtype=np.uint8)
@@ -37,6 +64,11 @@ def output_png(output: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(colours)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _percentile(values: np.ndarray, percent: float) -> float:
+    """An element of `values` at that percentile (min and max for a handful of them: none is made up)."""
+    return float(np.percentile(values, percent, method="closest_observation"))
 
 
 def loss_chart(losses: list[float], log_scale: bool, image_format: str) -> bytes:

@@ -3,14 +3,14 @@
 import logging
 import uuid
 
-import orjson
 from flask import Flask, Response, request
-from kombu.exceptions import OperationalError
+from kombu.exceptions import KombuError
 from pydantic import ValidationError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
+from api.responses import json_bytes
+from shared.jobstore import out_of_memory
 from shared.schemas import Problem
 
 log = logging.getLogger(__name__)
@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 MAX_REPORTED_ERRORS = 50
 MAX_URL_LENGTH = 8192
 RETRY_UNAVAILABLE_SECONDS = 5
+# A full Redis makes room only when jobs expire or an operator acts: ask clients to come back later.
+RETRY_FULL_SECONDS = 30
 
 
 class ProblemError(Exception):
@@ -30,7 +32,7 @@ class ProblemError(Exception):
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
-    body = orjson.dumps(problem.model_dump(exclude_none=True))
+    body = json_bytes(problem.model_dump(exclude_none=True))
     return Response(body, problem.status, headers=headers, mimetype="application/problem+json")
 
 
@@ -73,6 +75,33 @@ def invalid(status: int, detail: str, errors: list[dict]) -> ProblemError:
     return ProblemError(problem)
 
 
+class QueueUnavailable(Exception):
+    """The job's message could not be sent (the job was discarded); the cause says why, if anything does."""
+
+    def __init__(self, detail: str, *, redis_full: bool = False):
+        super().__init__(detail)
+        self.redis_full = redis_full  # Redis refuses writes, whatever kombu's error said
+
+
+def store_problem(error: BaseException) -> ProblemError:
+    """The problem for an error from Redis (job store or queue): 507 when it is full, else 503; both retryable."""
+    if out_of_memory(error) or getattr(error, "redis_full", False):
+        problem = Problem(
+            type="/problems/store-full",
+            title="Insufficient Storage",
+            status=507,
+            detail="Redis (the job store and queue) is full (maxmemory): nothing new can be stored; retry later",
+        )
+        return ProblemError(problem, {"Retry-After": str(RETRY_FULL_SECONDS)})
+    problem = Problem(
+        type="/problems/unavailable",
+        title="Service Unavailable",
+        status=503,
+        detail="Redis (the job store and queue) is not reachable or refused the request; retry shortly",
+    )
+    return ProblemError(problem, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)})
+
+
 def refuse_long_urls() -> None:
     """Cap the URL here, where the answer is problem+json (gunicorn's own cap answers HTML)."""
     if len(request.full_path) > MAX_URL_LENGTH:
@@ -96,18 +125,13 @@ def init_app(app: Flask) -> None:
         headers = {name: value for name, value in error.get_headers() if name.lower() != "content-type"}
         return problem_response(problem, headers)
 
-    @app.errorhandler(RedisConnectionError)
-    @app.errorhandler(RedisTimeoutError)
-    @app.errorhandler(OperationalError)  # kombu's, when the broker (the same Redis) is away
+    @app.errorhandler(RedisError)  # unreachable, timed out, or an error reply (full: OOM)
+    @app.errorhandler(KombuError)  # kombu's, when the broker (the same Redis) is away
+    @app.errorhandler(QueueUnavailable)
     def _redis_unavailable(error: Exception) -> Response:
-        log.warning("redis unavailable: %s", error)
-        problem = Problem(
-            type="/problems/unavailable",
-            title="Service Unavailable",
-            status=503,
-            detail="Redis (the job store and queue) is not reachable; retry shortly",
-        )
-        return problem_response(problem, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)})
+        log.warning("redis unavailable or refusing: %r (cause: %r)", error, error.__cause__)
+        refused = store_problem(error)
+        return problem_response(refused.problem, refused.headers)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:

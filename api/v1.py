@@ -1,16 +1,16 @@
 """HTTP API v1: submit correlations and kernel trainings; list, read, follow and cancel jobs."""
 
+import logging
 import re
 import uuid
 from typing import TypeVar
 
 import orjson
 from flask import Blueprint, Response, g, request, stream_with_context, url_for
-from kombu.exceptions import OperationalError
 
 from api import access, events, holds
 from api.body import parse_body
-from api.problems import ProblemError, invalid
+from api.problems import ProblemError, QueueUnavailable, invalid
 from api.responses import json_response
 from api.runtime import runtime
 from api.uploads import parse_image_correlation
@@ -20,6 +20,8 @@ from shared.jobstore import IdempotencyConflict, QueueFull, Route
 from shared.kernels import KERNELS
 from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
 from shared.taskqueue import TASK_FOR_KIND, route
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 bp.before_request(access.authenticate)
@@ -105,7 +107,9 @@ def get_output_image(job_id: str) -> Response:
 
     result = _existing(job_id, store.result(parsed))  # None only if it expired just now
     output = to_array(orjson.loads(result)["output"], dimensions=(2, 3))  # either form: lists or base64
-    return Response(pictures.output_png(output), mimetype="image/png")
+    request = CorrelationRequest.model_validate_json(_existing(job_id, store.request(parsed)))
+    window = pictures.unpadded(request.input.shape[-2:], request.kernel.shape[-2:], request.padding, request.stride)
+    return Response(pictures.output_png(output, window), mimetype="image/png")
 
 
 @bp.get("/jobs/<job_id>/events")
@@ -178,12 +182,25 @@ def _route(job_request: CorrelationRequest | KernelTrainingRequest) -> Route:
 
 
 def _enqueue(kind: JobKind, job_id: str, queue: str) -> None:
-    """Send the job's message; if the queue is unreachable, forget the job (the error handler answers 503)."""
+    """Send the job's message; if that fails in any way, forget the job (the error handler answers 503 or 507).
+
+    kombu reports a refused or lost message in many ways (OperationalError, Redis's own errors, even an
+    AttributeError from a channel that an earlier error closed): whatever it raises, the job must not stay
+    queued without a message, nor be handed to a retry with its Idempotency-Key. Should the discard fail too
+    (Redis gone meanwhile), the job is found by the workers' reconciler and sent again (worker.reconciler).
+    """
     try:
         runtime().queue.send_task(TASK_FOR_KIND[kind], args=[job_id], queue=queue)
-    except OperationalError:
-        runtime().store.discard(job_id, g.caller)
-        raise
+    except Exception as error:
+        store = runtime().store
+        try:
+            store.discard(job_id, g.caller)
+            full = store.memory().full  # kombu's error may not say (an AttributeError from a closed channel)
+        except Exception as discard_error:  # the reconciler takes over
+            log.warning("could not discard job %s after its message failed: %r", job_id, discard_error)
+            full = False
+        detail = f"the message of job {job_id} could not be sent: {error!r}"
+        raise QueueUnavailable(detail, redis_full=full) from error
 
 
 def _idempotency_key() -> str | None:

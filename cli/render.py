@@ -1,6 +1,5 @@
 """What the CLI shows: rich tables and a training's live progress bar for people, plain JSON for scripts."""
 
-import dataclasses
 import json
 import sys
 import time
@@ -24,21 +23,10 @@ MAX_SHOWN = 12  # rows and columns of a matrix, and matrices of an array with ch
 UPDATE_SECONDS = 0.1
 
 
-def to_json(value) -> str:
-    """A dataclass (or a list of them) as JSON: arrays as nested lists of float32's shortest digits."""
-    return json.dumps(_plain(value))
-
-
-def _plain(value):
-    if dataclasses.is_dataclass(value):
-        return {field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return [_plain(item) for item in value] if value.ndim > 1 else [float(str(element)) for element in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
+def to_json(value: Job | list[Job]) -> str:
+    """The job as the API returned it (a list: each job as returned), in the API's compact form."""
+    returned = [job.raw for job in value] if isinstance(value, list) else value.raw
+    return json.dumps(returned, separators=(",", ":"), ensure_ascii=False)
 
 
 def show_array(title: str, array: np.ndarray) -> None:

@@ -1,6 +1,6 @@
 """Typed views of the API's answers: frozen dataclasses built from its JSON."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
@@ -101,6 +101,7 @@ class Job:
     progress: Progress | None
     result: CorrelationResult | TrainingResult | None
     error: Problem | None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)  # the API's JSON for it, as received
 
     @property
     def finished(self) -> bool:
@@ -122,6 +123,7 @@ class Job:
             progress=_progress(data["progress"]),
             result=_result(data.get("result")),
             error=Problem.from_json(data["error"]) if data["error"] else None,
+            raw=data,
         )
 
 

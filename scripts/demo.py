@@ -46,9 +46,12 @@ def follow_training(convq: Client, X, Y) -> Job:
 
 def main() -> None:
     """The chapter, section by section; a refusal or an unreachable server ends it with the reason."""
-    default_url = f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+    local = f"http://{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+    default_url = os.environ.get("CONVQ_URL", local)  # as the convq command reads it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default=default_url, help=f"where convq answers (default {default_url})")
+    parser.add_argument(
+        "--url", default=default_url, help=f"where convq answers (default: $CONVQ_URL, else $HOST:$PORT: {default_url})"
+    )
     url = parser.parse_args().url
     with Client(url) as convq:
         try:

@@ -11,13 +11,13 @@ microseconds instead of parsing a million numbers again.
 """
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 import orjson
 import pybase64
-from annotated_types import MaxLen, MinLen
-from pydantic import BaseModel, ConfigDict, SerializationInfo, StrictStr, TypeAdapter
+from annotated_types import Ge, MaxLen, MinLen
+from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, StrictStr, TypeAdapter
 
 from shared.jsontypes import FLOAT32_MAX, Number, fault, invalid, whole
 
@@ -25,15 +25,15 @@ DTYPES = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
 MAX_DIMENSIONS = 4
 
 
-def _nested(dimensions: int) -> TypeAdapter:
+def nested_type(dimensions: int) -> Any:
     """Non-empty lists nested `dimensions` deep around strict float32 numbers."""
     element: Any = Number
     for _ in range(dimensions):
         element = Annotated[list[element], MinLen(1)]
-    return TypeAdapter(element)
+    return element
 
 
-_NESTED = {dimensions: _nested(dimensions) for dimensions in range(2, MAX_DIMENSIONS + 1)}
+_NESTED = {dimensions: TypeAdapter(nested_type(dimensions)) for dimensions in range(2, MAX_DIMENSIONS + 1)}
 
 
 class Base64Array(BaseModel):
@@ -41,9 +41,9 @@ class Base64Array(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    shape: Annotated[list[whole(1)], MinLen(2), MaxLen(MAX_DIMENSIONS)]
+    shape: Annotated[list[whole(Ge(1))], MinLen(2), MaxLen(MAX_DIMENSIONS)]
     dtype: Literal["float32", "float64"] = "float32"
-    data: StrictStr
+    data: StrictStr = Field(json_schema_extra={"contentEncoding": "base64"})
 
 
 def to_array(value: Any, max_elements: int | None = None, dimensions: tuple[int, ...] = (2,)) -> np.ndarray:
@@ -221,10 +221,7 @@ def _base64_default(value: Any) -> dict:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-_BASE64_SCHEMA = Base64Array.model_json_schema() | {"title": "Base64Array"}
-_BASE64_SCHEMA["properties"]["data"] |= {"contentEncoding": "base64"}
-
-
-def array_schema(dimensions: tuple[int, ...]) -> dict:
-    """The JSON Schema of an array field taking these numbers of dimensions, in either form."""
-    return {"anyOf": [*(_NESTED[count].json_schema() for count in dimensions), _BASE64_SCHEMA]}
+def wire_type(dimensions: tuple[int, ...]) -> Any:
+    """The type an array field takes on the wire, for its JSON Schema: nested lists of each number of dimensions, or
+    a Base64Array (a named schema of its own, which client generators turn into a model)."""
+    return Union[*(nested_type(count) for count in dimensions), Base64Array]  # noqa: UP007 - built from a list

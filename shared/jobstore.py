@@ -11,7 +11,8 @@ A job is five keys, all expiring `ttl` seconds after the job's last change:
 (and, for a moment, convq:job:<id>:result:<attempt>: a big result waiting for FINISH to accept it)
 
 and, beside them, each owner's index of job ids (a sorted set, newest highest),
-idempotency keys, and the metrics hash (never expires).
+idempotency keys, the metrics hash (never expires), and the index of unfinished jobs
+(a sorted set scored by when each is due for the reconciler's look: see due_jobs).
 
 Workers may be killed and messages redelivered, so every state change is one
 Lua script (shared.jobstore_scripts) that checks the state it expects: an
@@ -23,6 +24,7 @@ and results over INLINE_BYTES are SET beside the script, not passed through it.
 import hashlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -30,6 +32,8 @@ from typing import NamedTuple
 import orjson
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.client import Pipeline
+from redis.exceptions import OutOfMemoryError
 from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
@@ -43,6 +47,11 @@ METRICS_KEY = "convq:metrics"
 _INDEX_PREFIX = "convq:jobs:"  # + owner: that owner's job ids, scored by submission order
 _SEQUENCE_KEY = "convq:jobs:sequence"
 _IDEMPOTENCY_PREFIX = "convq:idempotency:"  # + owner + ":" + key
+# Every queued or running job, scored by when (Redis time, ms) the reconciler should check that it still has a
+# queue message; outside "convq:jobs:", where an owner named "unfinished" would collide.
+_UNFINISHED_KEY = "convq:unfinished"
+_RECONCILER_LOCK = "convq:reconciler"  # held by the one worker whose sweep runs now
+_WRITE_PROBE_KEY = "convq:readiness"  # written by readiness checks: does Redis take a write?
 # A stream read waits at most this long, so that keep-alives and deadlines are honoured.
 STREAM_BLOCK_SECONDS = 15
 # Requests and results up to this size go through the job scripts (one round trip); bigger ones by SET and GET,
@@ -137,6 +146,24 @@ class JobMetrics:
         return cls(submitted, finished, epochs, buckets, sums)
 
 
+class Memory(NamedTuple):
+    used: int  # bytes
+    limit: int  # maxmemory in bytes; 0: none
+    writable: bool  # False: at maxmemory, Redis (noeviction) refuses every write that would grow its memory
+
+    @property
+    def full(self) -> bool:
+        return not self.writable
+
+    @property
+    def used_mib(self) -> float:
+        return self.used / 2**20
+
+    @property
+    def max_mib(self) -> float:
+        return self.limit / 2**20
+
+
 class AttemptsExhausted(Exception):
     """A job was started more times than allowed: its worker died on every attempt."""
 
@@ -160,24 +187,61 @@ class IdempotencyConflict(Exception):
     """An idempotency key was reused with a different request."""
 
 
+@dataclass(frozen=True)
+class DueJob:
+    """An unfinished job whose time to be looked at by the reconciler has come."""
+
+    id: str
+    kind: str
+    status: str
+    attempts: str  # as stored, for the compare-and-set of reconcile()
+    device: str
+
+
+def out_of_memory(error: BaseException | None) -> bool:
+    """Whether Redis refused a write because it is at maxmemory: the error, or any error that led to it."""
+    seen = 0
+    while error is not None and seen < 10:
+        # kombu re-raises Redis's errors as its own, keeping only the text: "... command not allowed when used
+        # memory > 'maxmemory'."
+        if isinstance(error, OutOfMemoryError) or "used memory > 'maxmemory'" in str(error):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
 class JobStore:
     """Jobs in Redis. The connections are passed in; nothing here is global.
 
     `blocking` serves reads that wait for news (streams), so they are not cut
-    short by the fast-failing timeouts of `redis`.
+    short by the fast-failing timeouts of `redis`. A job is due for the
+    reconciler `message_check_seconds` after it was queued and
+    `attempt_deadline_seconds` after an attempt started, unless it ended.
     """
 
-    def __init__(self, redis: Redis, ttl_seconds: int, max_attempts: int = 3, blocking: Redis | None = None):
+    def __init__(
+        self,
+        redis: Redis,
+        ttl_seconds: int,
+        max_attempts: int = 3,
+        blocking: Redis | None = None,
+        *,
+        message_check_seconds: float = 30,
+        attempt_deadline_seconds: float = 700,
+    ):
         self.redis = redis
         self.blocking = blocking or redis
         self.ttl = ttl_seconds
         self.max_attempts = max_attempts
+        self.message_check_seconds = message_check_seconds
+        self.attempt_deadline_seconds = attempt_deadline_seconds
         self._create = redis.register_script(scripts.CREATE)
         self._discard = redis.register_script(scripts.DISCARD)
         self._start = redis.register_script(scripts.START)
         self._record_epochs = redis.register_script(scripts.RECORD_EPOCHS)
         self._finish = redis.register_script(scripts.FINISH)
         self._cancel = redis.register_script(scripts.CANCEL)
+        self._reconcile = redis.register_script(scripts.RECONCILE)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, patient: bool = False) -> "JobStore":
@@ -196,7 +260,14 @@ class JobStore:
             **common,
         )
         blocking = Redis.from_url(settings.redis_url, socket_timeout=STREAM_BLOCK_SECONDS + 5, **common)
-        return cls(redis, settings.job_ttl_seconds, settings.max_attempts, blocking)
+        return cls(
+            redis,
+            settings.job_ttl_seconds,
+            settings.max_attempts,
+            blocking,
+            message_check_seconds=settings.message_check_seconds,
+            attempt_deadline_seconds=settings.attempt_deadline_seconds,
+        )
 
     # --- used by the API -------------------------------------------------------------------
 
@@ -226,10 +297,10 @@ class JobStore:
         if request_id is not None:
             record["request_id"] = request_id
         idempotency = f"{_IDEMPOTENCY_PREFIX}{owner}:{idempotency_key}" if idempotency_key else ""
-        keys = [*_keys(job_id), _index_key(owner), idempotency, _SEQUENCE_KEY, route.queue]
+        keys = [*_keys(job_id), _index_key(owner), idempotency, _SEQUENCE_KEY, route.queue, _UNFINISHED_KEY]
         fields = [item for pair in record.items() for item in pair]
         inline = self._inline(keys[1], request_json)
-        args = [self.ttl, job_id, request_hash, route.capacity, inline, *fields]
+        args = [self.ttl, job_id, request_hash, route.capacity, inline, self.message_check_seconds, *fields]
         created, *found = self._create(keys=keys, args=args)
         if created < 0:
             raise QueueFull(route.queue)
@@ -242,7 +313,7 @@ class JobStore:
 
     def discard(self, job_id: str, owner: str) -> None:
         """Remove a job that could not be queued, as if it had never been submitted."""
-        self._discard(keys=[*_keys(job_id), _index_key(owner), ""], args=[self.ttl])
+        self._discard(keys=[*_keys(job_id), _index_key(owner), "", _UNFINISHED_KEY], args=[self.ttl])
 
     def get(self, job_id: str, owner: str | None = None, *, with_result: bool = True) -> dict | None:
         """The job as the API shows it, its result spliced in as raw JSON; None if unknown, expired or not owner's."""
@@ -250,14 +321,16 @@ class JobStore:
 
     def _views(self, job_ids: list[str], owner: str | None, with_result: bool) -> list[dict | None]:
         """Several jobs as the API shows them, read in one round trip; without results, the result key is not read."""
-        with self.redis.pipeline(transaction=True) as pipe:
+
+        def read(pipe: Pipeline) -> None:
             for job_id in job_ids:
                 record_key, _, result_key, losses_key, _, _ = _keys(job_id)
                 pipe.hgetall(record_key)
                 (pipe.get if with_result else pipe.exists)(result_key)  # exists: a cheap stand-in reply
                 pipe.llen(losses_key)
                 pipe.lindex(losses_key, -1)
-            replies = pipe.execute()
+
+        replies = self._read_together(read)
         views = []
         for record, result, epochs_done, last_loss in zip(*[iter(replies)] * 4, strict=True):
             fields = {key.decode(): value.decode() for key, value in record.items()}
@@ -267,6 +340,25 @@ class JobStore:
             )
         return views
 
+    def _read_together(self, read: Callable[[Pipeline], None]) -> list:
+        """Run the reads `read` queues in one transaction, so they see one state of the job.
+
+        A full Redis refuses every command inside MULTI, reads included; then the reads go in a plain pipeline
+        (still one round trip; a job that changes meanwhile may be seen half before, half after the change).
+        """
+        try:
+            with self.redis.pipeline(transaction=True) as pipe:
+                read(pipe)
+                return pipe.execute()
+        except OutOfMemoryError:
+            with self.redis.pipeline(transaction=False) as pipe:
+                read(pipe)
+                return pipe.execute()
+
+    def request(self, job_id: str) -> bytes | None:
+        """The job's request JSON as stored (its arrays in the base64 form); None once expired."""
+        return self.redis.get(_keys(job_id)[1])
+
     def result(self, job_id: str) -> bytes | None:
         """The finished job's result JSON as stored (for callers that read it, not splice it); None if none."""
         return self.redis.get(_keys(job_id)[2])
@@ -274,11 +366,13 @@ class JobStore:
     def losses(self, job_id: str, since: int, owner: str | None = None) -> dict | None:
         """The losses of the epochs after `since` with the job's status; None if unknown or not the owner's."""
         record_key, _, _, losses_key, _, _ = _keys(job_id)
-        with self.redis.pipeline(transaction=True) as pipe:
+
+        def read(pipe: Pipeline) -> None:
             pipe.hmget(record_key, "status", "epochs", "kind", "owner")
             pipe.lrange(losses_key, since, -1)
             pipe.llen(losses_key)
-            (status, epochs, kind, job_owner), losses, epochs_done = pipe.execute()
+
+        (status, epochs, kind, job_owner), losses, epochs_done = self._read_together(read)
         if status is None or owner is not None and job_owner.decode() != owner:
             return None
         return {
@@ -292,7 +386,7 @@ class JobStore:
 
     def cancel(self, job_id: str, owner: str | None = None) -> str | None:
         """Cancel a queued job, ask a running one to stop; return the status after, or None if unknown."""
-        status = self._cancel(keys=_keys(job_id), args=[self.ttl, _now(), owner or ""])
+        status = self._cancel(keys=[*_keys(job_id), _UNFINISHED_KEY], args=[self.ttl, _now(), owner or ""])
         return status.decode() if status else None
 
     def jobs(
@@ -348,6 +442,15 @@ class JobStore:
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
+    def memory(self) -> "Memory":
+        """How much memory Redis uses, its limit, and whether it takes a write now (a tiny key, soon gone)."""
+        try:
+            writable = bool(self.redis.set(_WRITE_PROBE_KEY, b"1", px=10_000))
+        except OutOfMemoryError:
+            writable = False
+        info = self.redis.info("memory")
+        return Memory(int(info["used_memory"]), int(info.get("maxmemory", 0)), writable)
+
     def queue_length(self, queue: str) -> int:
         """How many messages wait in a Celery queue (not those a worker holds): its Redis list, read fast."""
         return self.redis.llen(queue)
@@ -358,14 +461,57 @@ class JobStore:
 
     # --- used by workers -------------------------------------------------------------------
 
+    def claim_sweep(self, owner: str, seconds: float) -> bool:
+        """Whether this caller may run the reconciler's sweep now: one sweep per `seconds`, whoever runs it."""
+        return bool(self.redis.set(_RECONCILER_LOCK, owner, px=max(1, int(seconds * 1000)), nx=True))
+
+    def due_jobs(self, limit: int) -> list[DueJob]:
+        """Up to `limit` unfinished jobs whose time to be looked at has come, oldest first.
+
+        Reads the index of unfinished jobs by score (not KEYS or SCAN): the cost is that of `limit` jobs,
+        however many jobs Redis holds. Ids whose job expired or finished are dropped from the index.
+        """
+        seconds, microseconds = self.redis.time()
+        now_ms = seconds * 1000 + microseconds // 1000
+        ids = [member.decode() for member in self.redis.zrangebyscore(_UNFINISHED_KEY, "-inf", now_ms, 0, limit)]
+        if not ids:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(_keys(job_id)[0], "kind", "status", "attempts", "queue")
+            records = pipe.execute()
+        due, stale = [], []
+        for job_id, (kind, status, attempts, device) in zip(ids, records, strict=True):
+            if status in (b"queued", b"running") and kind is not None:
+                due.append(
+                    DueJob(job_id, kind.decode(), status.decode(), attempts.decode(), (device or b"cpu").decode())
+                )
+            else:
+                stale.append(job_id)
+        if stale:
+            self.redis.zrem(_UNFINISHED_KEY, *stale)
+        return due
+
+    def look_again(self, job_ids: list[str], seconds: float) -> None:
+        """Put off the reconciler's next look at these jobs (they have a message) by `seconds`."""
+        if job_ids:
+            seconds_now, microseconds = self.redis.time()
+            at = seconds_now * 1000 + microseconds // 1000 + int(seconds * 1000)
+            self.redis.zadd(_UNFINISHED_KEY, dict.fromkeys(job_ids, at), xx=True)
+
+    def reconcile(self, job: DueJob, max_requeues: int) -> str:
+        """Claim a due job that has no message for a requeue: 'requeue', 'exhausted', or why not (see RECONCILE)."""
+        args = [self.ttl, job.id, job.status, job.attempts, self.message_check_seconds, max_requeues]
+        return self._reconcile(keys=[*_keys(job.id), _UNFINISHED_KEY], args=args).decode()
+
     def start(self, job_id: str, device: str) -> Attempt | None:
         """Begin an attempt on `device` at a queued (or redelivered) job; None if it is finished, cancelled or gone.
 
         Raises AttemptsExhausted, after failing the job, when this would be one attempt too many.
         """
         keys = _keys(job_id)
-        args = [self.ttl, _now(), self.max_attempts, INLINE_BYTES, device]
-        number, request_id, *inline = self._start(keys=keys, args=args)
+        args = [self.ttl, _now(), self.max_attempts, INLINE_BYTES, device, self.attempt_deadline_seconds]
+        number, request_id, *inline = self._start(keys=[*keys, _UNFINISHED_KEY], args=args)
         if number < 0:
             detail = (
                 f"the job was started {-number - 1} times and its worker died each time "
@@ -409,9 +555,14 @@ class JobStore:
         timing = ["", ""] if run_seconds is None else [repr(run_seconds), run_time_bucket(run_seconds)]
         attempt = "" if number is None else number
         pending = f"{_PREFIX}{job_id}:result:{attempt}"  # a big result of this attempt, until FINISH accepts it
-        inline = self._inline(pending, result)
+        try:
+            inline = self._inline(pending, result)
+        except OutOfMemoryError:
+            # A full Redis refuses the SET, but never FINISH (which writes before it grows memory, and a script
+            # that has written runs to its end): the result rides along, at a few ms per MB, and the job ends now.
+            inline = result
         args = [self.ttl, attempt, _now(), status, error, *timing, inline]
-        final = self._finish(keys=[*_keys(job_id), pending], args=args)
+        final = self._finish(keys=[*_keys(job_id), pending, _UNFINISHED_KEY], args=args)
         return final.decode() if final else None
 
     def _inline(self, key: str, value: bytes) -> bytes:

@@ -18,13 +18,12 @@ def _json_integer(value: Any) -> Any:
 
 # A matrix element: a JSON number that fits in float32, the dtype the core computes in.
 Number = Annotated[float, Strict(), AllowInfNan(False), Ge(-FLOAT32_MAX), Le(FLOAT32_MAX)]
-Integer = Annotated[int, BeforeValidator(_json_integer)]
 
 
-def whole(minimum: int, maximum: int | None = None) -> Any:
-    """An Integer within bounds; set before the validator, so the JSON schema shows them as minimum and maximum."""
-    bounds = [Ge(minimum)] if maximum is None else [Ge(minimum), Le(maximum)]
-    return Annotated[int, *bounds, BeforeValidator(_json_integer)]
+def whole(*constraints: Any) -> Any:
+    """A JSON integer with these constraints (Ge, Le). They go inside, before the validator: put on the outside,
+    pydantic writes them into the JSON Schema as its own `ge` and `le`, which no schema reader knows."""
+    return Annotated[int, *constraints, BeforeValidator(_json_integer)]
 
 
 def fault(loc: tuple[str | int, ...], kind: str, message: str, value: Any = None) -> InitErrorDetails:

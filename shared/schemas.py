@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from annotated_types import Ge, Lt, MaxLen, MinLen
+from annotated_types import Ge, Le, Lt, MaxLen, MinLen
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared import budget
-from shared.arrays import Base64Array, array_schema, serialize_array, to_array
+from shared.arrays import Base64Array, serialize_array, to_array, wire_type
 from shared.jsontypes import Number, fault, invalid, whole
 
 # Ceilings of the whole numbers a request may hold, in the schema for clients to see: far above what the
@@ -60,14 +60,18 @@ def _broadcast(value: Any) -> Any:
 
 
 def _pair_schema(minimum: int) -> WithJsonSchema:
-    """Document what _broadcast accepts: one integer, or a pair of them."""
+    """Document what _broadcast accepts: one integer, or a pair of them.
+
+    The pair as items with minItems and maxItems, not prefixItems with `items: false`: client generators
+    (openapi-python-client) refuse a boolean schema.
+    """
     integer = {"type": "integer", "minimum": minimum, "maximum": MAX_SIDE}
-    pair = {"type": "array", "prefixItems": [integer, integer], "items": False, "minItems": 2}
+    pair = {"type": "array", "items": integer, "minItems": 2, "maxItems": 2}
     return WithJsonSchema({"anyOf": [integer, pair]})
 
 
-Side = whole(1, MAX_SIDE)
-Margin = whole(0, MAX_SIDE)
+Side = whole(Ge(1), Le(MAX_SIDE))
+Margin = whole(Ge(0), Le(MAX_SIDE))
 NonNegativePair = Annotated[tuple[Margin, Margin], BeforeValidator(_broadcast), _pair_schema(0)]
 PositivePair = Annotated[tuple[Side, Side], BeforeValidator(_broadcast), _pair_schema(1)]
 
@@ -80,7 +84,7 @@ def _array_field(*dimensions: int) -> Any:
         return to_array(value, _limits(info).max_matrix_elements, dimensions)
 
     return Annotated[
-        Any, PlainValidator(validate), PlainSerializer(serialize_array), WithJsonSchema(array_schema(dimensions))
+        Any, PlainValidator(validate, json_schema_input_type=wire_type(dimensions)), PlainSerializer(serialize_array)
     ]
 
 
@@ -277,13 +281,18 @@ class TrainingPair(BaseModel):
 class KernelTrainingRequest(Request):
     """POST /v1/kernel-trainings: learn the kernel that maps inputs to targets (the seed's loop, grown)."""
 
-    # One pair (input with target or target_kernel) or several (pairs), in the schema as in the validator.
+    # One pair (input with target or target_kernel) or several (pairs), in the schema as in the validator. Inside an
+    # allOf: a oneOf beside the properties makes client generators see three models instead of this one.
     model_config = ConfigDict(
         json_schema_extra={
-            "oneOf": [
-                {"required": ["input", "target"], "properties": {"pairs": {"type": "null"}}},
-                {"required": ["input", "target_kernel"], "properties": {"pairs": {"type": "null"}}},
-                {"required": ["pairs"], "properties": {"input": {"type": "null"}, "target": {"type": "null"}}},
+            "allOf": [
+                {
+                    "oneOf": [
+                        {"required": ["input", "target"], "properties": {"pairs": {"type": "null"}}},
+                        {"required": ["input", "target_kernel"], "properties": {"pairs": {"type": "null"}}},
+                        {"required": ["pairs"], "properties": {"input": {"type": "null"}, "target": {"type": "null"}}},
+                    ]
+                }
             ]
         }
     )
@@ -301,9 +310,9 @@ class KernelTrainingRequest(Request):
         None, description="the whole kernel shape: [kh, kw], [C, kh, kw] or [O, C, kh, kw]; instead of kernel_size"
     )
     lr: Annotated[Number, Field(gt=0)] = Field(0.03, description="learning rate")
-    epochs: whole(1, MAX_EPOCHS) = Field(20, description="passes over the pairs")
+    epochs: whole(Ge(1), Le(MAX_EPOCHS)) = Field(20, description="passes over the pairs")
     bias: StrictBool = Field(False, description="learn a bias too: one number, or one per output channel")
-    seed: whole(0, 2**63 - 1) = Field(0, description="seed of the initial kernel and shuffles")
+    seed: whole(Ge(0), Le(2**63 - 1)) = Field(0, description="seed of the initial kernel and shuffles")
     optimizer: Literal["sgd", "momentum", "adam"] = Field(
         "sgd", description="sgd: the seed's plain gradient descent; momentum (see momentum); adam"
     )
@@ -312,7 +321,7 @@ class KernelTrainingRequest(Request):
     tolerance: Annotated[Number, Ge(0)] | None = Field(
         None, description="stop after the first epoch whose loss is below this; epochs_run says how many ran"
     )
-    batch_size: whole(1, MAX_BATCH_SIZE) | None = Field(
+    batch_size: whole(Ge(1), Le(MAX_BATCH_SIZE)) | None = Field(
         None, description="pairs per step of the optimizer; all of them when left out"
     )
     shuffle: StrictBool = Field(False, description="a new order of the pairs every epoch, drawn from seed")

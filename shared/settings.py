@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # How long one job-store call may wait on Redis: the API answers 503 soon after.
     redis_timeout_seconds: float = Field(0.5, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # One JSON object per line (for machines: compose, log collectors), or text lines for a person at a terminal.
+    log_format: Literal["json", "text"] = "json"
     # "production" refuses unsafe settings (a Redis without a password) instead of allowing them.
     environment: Literal["development", "production"] = "development"
 
@@ -92,6 +94,20 @@ class Settings(BaseSettings):
     def redelivery_bound_seconds(self) -> int:
         """The longest a job whose whole worker vanished waits before another worker gets it."""
         return self.visibility_timeout_seconds + self.restore_sweep_seconds
+
+    @property
+    def message_check_seconds(self) -> int:
+        """How long after it was queued the reconciler first checks that a job's message exists (a few sweeps)."""
+        return 3 * self.restore_sweep_seconds
+
+    @property
+    def attempt_deadline_seconds(self) -> int:
+        """How long after an attempt started the reconciler checks that a job still has a message.
+
+        By then a message whose worker vanished has been redelivered (and the attempt replaced), so a job still
+        running on the same attempt with no message anywhere was acknowledged without being finished.
+        """
+        return self.redelivery_bound_seconds + self.restore_sweep_seconds
 
 
 @lru_cache

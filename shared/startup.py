@@ -32,6 +32,12 @@ def check_settings(settings: Settings) -> None:
         raise ConfigurationError("convq cannot start: " + "; ".join(problems))
 
 
+def warn_if_open(settings: Settings) -> None:
+    """Say that anyone who can reach the API may use it when no API keys are set."""
+    if not settings.api_keys:
+        log.warning("API keys are off (API_KEYS is empty): anyone who can reach this API may use it")
+
+
 def warn_about_redis(redis: Redis) -> None:
     """Log a warning when Redis could lose or evict queued jobs; say so when it cannot be asked."""
     try:

@@ -5,8 +5,15 @@ message carries a job id; the job store holds everything else, so Celery's
 result backend is not used at all.
 """
 
+import base64
+import binascii
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
 from celery import Celery
 from kombu import Queue
+from redis import Redis
 
 from shared.jobstore import Route
 from shared.schemas import JobKind
@@ -20,6 +27,9 @@ TASK_FOR_KIND: dict[JobKind, str] = {
 BROKER_SOCKET_TIMEOUT_SECONDS = 5
 # Celery queue per device class; the CPU one keeps Celery's default name, so queued jobs survive an upgrade.
 QUEUE_NAMES = {"cpu": "celery", "gpu": "gpu"}
+# kombu's Redis transport keeps each message a worker has taken and not yet acknowledged in this hash
+# (delivery tag -> [message, exchange, routing key]) until it is acknowledged or put back in its queue.
+UNACKED_KEY = "unacked"
 
 
 def route(settings: Settings, device: str, work: int) -> Route:
@@ -59,6 +69,10 @@ def create_celery(settings: Settings) -> Celery:
             "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
         },
         broker_connection_retry_on_startup=True,
+        # An error reply from Redis in the worker's consumer (a full Redis refuses kombu's bookkeeping of a
+        # delivered message) restarts the consumer instead of ending the worker with "Unrecoverable error";
+        # the job of a message lost that way stays queued until the reconciler sends it again.
+        broker_channel_error_retry=True,
         worker_concurrency=settings.worker_concurrency,
         worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
         worker_max_memory_per_child=settings.worker_max_memory_per_child_mb * 1024,  # KiB
@@ -69,3 +83,51 @@ def create_celery(settings: Settings) -> Celery:
         task_queues=[Queue(QUEUE_NAMES[device]) for device in settings.worker_queues.split(",")],
     )
     return app
+
+
+@dataclass(frozen=True)
+class Messages:
+    """The jobs that have a message in Redis: waiting in a queue or held (unacknowledged) by a worker."""
+
+    job_ids: frozenset[str]
+    complete: frozenset[str]  # the queues read in full; a longer queue was read only at its consuming end
+
+
+def messages_in_redis(redis: Redis, queues: Iterable[str], window: int) -> Messages:
+    """The job ids of the messages in `queues` (up to `window` of each, the next to be delivered) and held by workers.
+
+    One transaction, so that a message moving between a queue and the unacknowledged hash is seen in one of them.
+    """
+    queues = list(queues)
+    with redis.pipeline(transaction=True) as pipe:
+        for queue in queues:
+            pipe.lrange(queue, -window - 1, -1)  # BRPOP takes from the right: the end read first
+        pipe.hvals(UNACKED_KEY)
+        *waiting, held = pipe.execute()
+    raw = [message for messages in waiting for message in messages]
+    raw += [message for message in (_first(entry) for entry in held) if message is not None]
+    job_ids = frozenset(job_id for job_id in map(_job_id, raw) if job_id is not None)
+    complete = frozenset(queue for queue, messages in zip(queues, waiting, strict=True) if len(messages) <= window)
+    return Messages(job_ids, complete)
+
+
+def _first(entry: bytes) -> dict | None:
+    try:
+        return orjson.loads(entry)[0]
+    except (orjson.JSONDecodeError, IndexError, KeyError, TypeError):
+        return None
+
+
+def _job_id(message: bytes | dict) -> str | None:
+    """The job id a Celery message carries (its first argument), or None for a message that is not a job's."""
+    try:
+        if isinstance(message, bytes | str):
+            message = orjson.loads(message)
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = orjson.loads(body)
+        args = args[0] if isinstance(args, list) else args["args"]  # Celery's protocol 2, else 1
+        return args[0] if args and isinstance(args[0], str) else None
+    except (orjson.JSONDecodeError, binascii.Error, KeyError, IndexError, TypeError, AttributeError):
+        return None

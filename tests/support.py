@@ -160,7 +160,7 @@ class Stack:
             "PATH": f"{Path(sys.executable).parent}:{env['PATH']}",
         } | settings
         self.log = workdir / "stack.log"
-        with open(self.log, "wb") as log:
+        with open(self.log, "ab") as log:  # append: supervisord's programs open it again, for appending
             self.process = subprocess.Popen(
                 [REPO / "bin" / "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
             )
@@ -169,10 +169,8 @@ class Stack:
     def _ready(self) -> bool:
         if self.process.poll() is not None:
             raise RuntimeError(f"bin/run exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
-        try:
-            return requests.get(f"{self.url}/readyz", timeout=3).status_code == 200
-        except requests.ConnectionError:
-            return False
+        # bin/run prints this line once /readyz answers 200.
+        return f"convq is ready at {self.url} (Ctrl-C to stop)" in self.log.read_text()
 
     def run_job(self, path: str, body: dict) -> dict:
         response = requests.post(f"{self.url}{path}", json=body, timeout=10)

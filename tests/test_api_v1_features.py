@@ -1,15 +1,17 @@
 """What grows on the core contract: waiting submits, idempotency, lists, expiry, limits, API keys, rate limits."""
 
-import json
+import io
 import re
 import threading
 import time
 from datetime import datetime, timedelta
 
 import pytest
+from PIL import Image
 
 from api import create_app
 from shared.settings import Settings
+from shared.startup import warn_if_open
 from tests.conftest import wait_for_job
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, K_2X2, X_3X3, Y_3X3
 from tests.support import RedisServer
@@ -149,10 +151,12 @@ def test_api_keys_guard_every_v1_route_and_each_key_sees_only_its_jobs(private_r
     assert "alice-secret-key" not in logged and "bob-secret-key" not in logged
 
 
-def test_without_keys_the_service_says_it_is_open(private_redis, capsys):
-    create_app(Settings(redis_url=private_redis.url))
-    warnings = [json.loads(line) for line in capsys.readouterr().err.splitlines() if "API keys are off" in line]
-    assert warnings and warnings[0]["level"] == "WARNING"
+def test_without_keys_the_service_says_it_is_open(caplog):
+    warn_if_open(Settings(api_keys={"alice": "alice-key"}))
+    assert caplog.records == []
+    warn_if_open(Settings())
+    [record] = caplog.records
+    assert record.levelname == "WARNING" and "API keys are off" in record.getMessage()
 
 
 def test_submissions_are_rate_limited_per_key(private_redis):
@@ -228,6 +232,10 @@ def test_the_interactive_docs_work_offline(client):
         assert client.get(asset).status_code == 200
     document = client.get("/openapi.json").get_json()
     assert document["openapi"] == "3.1.0" and "Problem" in document["components"]["schemas"]
+    icon = client.get("/favicon.ico")  # browsers ask for it unless a page names its icon
+    assert icon.status_code == 200 and icon.mimetype == "image/vnd.microsoft.icon"
+    with Image.open(io.BytesIO(icon.data)) as picture:
+        assert picture.format == "ICO" and picture.convert("RGB").getpixel((24, 24)) == (0xFD, 0xE7, 0x25)
     headers = {p["name"] for p in document["paths"]["/v1/correlations"]["post"]["parameters"]}
     assert headers == {"Idempotency-Key", "Prefer"}
 
@@ -243,3 +251,42 @@ def test_every_v1_route_and_method_is_in_the_openapi_document(app, client):
         for concrete in [path.replace(formats.group(0), choice) for choice in choices] if formats else [path]:
             methods = rule.methods - {"HEAD", "OPTIONS"}
             assert methods <= {method.upper() for method in documented.get(concrete, {})}, concrete
+
+
+def test_every_json_answer_ends_with_a_newline(client):
+    job = client.post("/v1/correlations", json={"input": X_3X3, "kernel": K_2X2}, headers={"Prefer": "wait=5"})
+    answers = [
+        job,
+        client.get(f"/v1/jobs/{job.get_json()['id']}"),
+        client.get("/v1/jobs?limit=1"),
+        client.get("/v1/kernels"),
+        client.get("/healthz"),
+        client.get("/openapi.json"),
+        client.post("/v1/correlations", json={"input": [[1]]}),  # 422 problem+json
+        client.get("/v1/no-such-route"),  # 404 problem+json
+    ]
+    for answer in answers:
+        assert answer.mimetype in ("application/json", "application/problem+json")
+        assert answer.data.endswith(b"}\n") and not answer.data.endswith(b"\n\n"), answer.request.path
+
+
+def test_the_openapi_document_says_its_limits_in_json_schema_words(client):
+    """minimum and maximum (pydantic's own ge and le mean nothing to a schema reader), and no boolean schemas,
+    which client generators refuse."""
+    found = []
+
+    def walk(node, path: str) -> None:
+        if isinstance(node, dict):
+            found.extend(f"{path}/{key}" for key in ("ge", "le", "gt", "lt") if key in node)
+            found.extend(f"{path}/{key}" for key, value in node.items() if isinstance(value, bool) and key == "items")
+            for key, value in node.items():
+                walk(value, f"{path}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}/{index}")
+
+    document = client.get("/openapi.json").get_json()
+    walk(document, "")
+    assert found == []
+    epochs = document["components"]["schemas"]["KernelTrainingRequest"]["properties"]["epochs"]
+    assert epochs["minimum"] == 1

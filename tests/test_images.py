@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from api import pictures
 from tests.conftest import wait_for_job
 from tests.seed import EDGE_IMAGE, EDGES, K_2X2, X_3X3, Y_3X3
 from tests.test_bad_input import queued_state
@@ -97,6 +98,49 @@ def test_a_signed_output_png_is_blue_below_zero_white_at_zero_red_above(client):
     assert picture.shape == (6, 7, 3)
     red, white, blue = picture[0, 1], picture[0, 0], picture[0, 5]  # outputs 1, 0 and -1
     assert red[0] > red[2] + 50 and blue[2] > blue[0] + 50 and white.min() > 240
+
+
+def a_photo() -> np.ndarray:
+    """80 x 120, like a photo: a bright sky darkening downwards, three dark objects, a little sensor noise."""
+    rows, columns = np.mgrid[0:80, 0:120]
+    picture = 0.9 - 0.15 * rows / 80
+    picture[20:70, 10:35] = 0.45
+    picture[30:70, 50:70] = 0.6
+    picture[(rows - 45) ** 2 + (columns - 95) ** 2 < 15**2] = 0.35
+    picture += np.random.default_rng(7).normal(0, 0.01, picture.shape)
+    return (np.clip(picture, 0, 1) * 255).round().astype(np.uint8)
+
+
+def test_the_readmes_photo_example_shows_clear_edges_whatever_the_padded_border(client):
+    """The README's edge detection ([1, -1], padding [0, 1]): its zero-padded border columns compare the bright
+    sky with black and are the largest outputs by far; the colour scale must come from the edges inside."""
+    photo = a_photo()
+    job = correlate_image(client, encoded(photo), kernel="[[1, -1]]", padding="[0, 1]")
+    output = np.array(job["result"]["output"])
+    assert output.shape == (80, 121) and abs(output[:, [0, -1]]).min() > 0.7  # the border: sky against black
+    picture = np.array(Image.open(io.BytesIO(client.get(f"/v1/jobs/{job['id']}/output.png").data))).astype(int)
+    ink = 255 - picture.min(axis=2)  # 0 for white (no edge), 255 for full red or full blue
+    inside, strength = ink[:, 1:-1], abs(output[:, 1:-1])
+    edges, flat = strength > 0.1, strength < 0.05
+    print(f"\nink: edges {np.median(inside[edges]):.0f}, flat areas {np.median(inside[flat]):.0f} of 255")
+    assert np.median(inside[edges]) >= 200  # clearly coloured (scaled to the border, they were about 130)
+    assert np.median(inside[flat]) <= 40  # and the flat areas stay near white
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "kernel_shape", "padding", "stride", "inside"),
+    [
+        ((6, 8), (1, 2), (0, 1), (1, 1), ((0, 6), (1, 8))),  # the README's: all rows, not the two border columns
+        ((10, 10), (3, 3), (1, 1), (2, 2), ((1, 5), (1, 5))),  # output 5 x 5: its first row and column touch padding
+        ((3, 3), (2, 2), (0, 0), (1, 1), ((0, 2), (0, 2))),  # no padding: everything
+        ((1, 1), (5, 5), (2, 2), (1, 1), ((2, 2), (2, 2))),  # every window touches padding: none
+    ],
+)
+def test_the_colour_scale_leaves_out_exactly_the_outputs_that_touch_padding(
+    input_shape, kernel_shape, padding, stride, inside
+):
+    window = pictures.unpadded(input_shape, kernel_shape, padding, stride)
+    assert [(part.start, part.stop) for part in window] == list(inside)
 
 
 def test_output_channels_stand_side_by_side_on_one_scale(client):

@@ -105,3 +105,14 @@ def test_big_requests_and_results_bypass_the_scripts_with_the_same_guarantees(st
         ":request",
         ":result",
     ]  # the stale attempt's pending result is gone
+
+
+def test_a_message_of_an_expired_job_leaves_no_key_behind(redis_server):
+    """START and FINISH on a job whose keys expired must not recreate its record as a key that never expires."""
+    redis = redis_server.client()
+    store = JobStore(redis, ttl_seconds=1)
+    job = store.create("correlation", REQUEST, OWNER)[0]
+    redis.delete(*[f"convq:job:{job['id']}{suffix}" for suffix in ("", ":request", ":result", ":losses", ":events")])
+    assert store.start(job["id"], "cpu") is None
+    assert store.fail(job["id"], None, Problem(title="x", status=500, detail="x")) is None
+    assert redis.exists(f"convq:job:{job['id']}") == 0

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, Route, expect, sync_playwright
 
-from tests.seed import K_2X2, X_3X3, Y_3X3
+from tests.seed import EDGES, K_2X2, X_3X3, Y_3X3
 from tests.support import REPO
 
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
@@ -270,13 +270,63 @@ def test_trains_the_seed_edge_kernel_with_a_growing_loss_curve(visit):
     assert [float(cell) for cell in learned.locator("td").all_text_contents()] == pytest.approx([1, -1], abs=0.05)
     expect(training.locator("figure", has_text="True kernel").locator("td")).to_have_text(["1", "-1"])
     expect(training.locator(".progress")).to_contain_text(f"Finished: {EPOCHS} epochs, loss")
+    final_loss = training.locator(".progress").text_content().rsplit(" ", 1)[1]
+    # The legend shows the latest epoch and its loss without hovering (uPlot's own says "--" until hovered).
+    expect(training.locator(".u-legend .u-value")).to_have_text([str(EPOCHS), final_loss])
+    # The target the worker made from the true kernel, beside the input.
+    target, given = (
+        training.locator("figure.heatmap", has_text="Target output, 6 × 7"),
+        training.locator("figure.heatmap", has_text="Input, 6 × 8"),
+    )
+    assert [float(cell) for cell in target.locator("td").all_text_contents()] == [v for row in EDGES for v in row]
+    assert target.bounding_box()["y"] == given.bounding_box()["y"] < training.locator(".plot").bounding_box()["y"]
     expect(training.locator(".plot")).to_have_attribute("data-scale", "linear")
     training.get_by_label("Log scale").check()
     expect(training.locator(".plot")).to_have_attribute("data-scale", "log")
     expect(training.locator(".plot")).to_have_attribute("data-points", str(EPOCHS))
     expect(training.locator(".plot .u-axis")).not_to_have_count(0)
     visit.screenshot("seed-edge-training")
+
+    training.get_by_label("Epochs").fill("20")  # the next training keeps the scale chosen
+    training.get_by_role("button", name="Train kernel").click()
+    expect(training.locator(".progress")).to_contain_text("Finished: 20 epochs, loss")
+    expect(training.get_by_label("Log scale")).to_be_checked()
+    expect(training.locator(".plot")).to_have_attribute("data-scale", "log")
+    visit.screenshot("seed-edge-training-again-log-scale")
     visit.assert_no_problems()
+
+
+def test_the_seed_example_trains_the_seeds_20_epochs(visit):
+    training = visit.section("Kernel training")
+    training.get_by_role("button", name="Seed's edge example").click()
+    expect(training.get_by_label("Epochs")).to_have_value("20")
+    expect(training.get_by_label("Learning rate")).to_have_value("0.03")
+
+
+@pytest.mark.parametrize(
+    ("device", "viewport", "least_margin"),
+    [("desktop-1280", {"width": 1280, "height": 900}, 48), ("phone", {"width": 390, "height": 844}, 16)],
+)
+def test_the_page_reads_well_at_1280_px_and_on_a_phone(browser, live_stack, device, viewport, least_margin):
+    context = browser.new_context(base_url=live_stack.url, viewport=viewport)
+    page = context.new_page()
+    page.goto("/")
+    training = page.get_by_role("region", name="Kernel training", exact=True)
+    training.get_by_role("button", name="Seed's edge example").click()
+    training.get_by_role("button", name="Train kernel").click()
+    expect(training.locator("figure", has_text="Learned kernel")).to_be_visible(timeout=60_000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"layout-{device}.png", full_page=True)
+    width = page.evaluate("() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    assert width[0] == width[1], f"the page scrolls sideways: {width}"
+    content = page.locator("main").bounding_box()
+    assert content["x"] >= least_margin and viewport["width"] - (content["x"] + content["width"]) >= least_margin
+    form, results = training.locator("form").bounding_box(), training.locator(".results").bounding_box()
+    if viewport["width"] >= 1000:
+        assert results["x"] >= form["x"] + form["width"]  # the results beside the form
+    else:
+        assert results["y"] >= form["y"] + form["height"]  # below it, each as wide as the phone allows
+    context.close()
 
 
 def test_trains_on_several_pairs_with_adam_until_the_tolerance(visit):
@@ -428,7 +478,7 @@ def test_resumes_a_cut_event_stream_from_its_last_event_id(visit):
     training.get_by_role("button", name="Train kernel").click()
     expect(training.locator("figure", has_text="Learned kernel")).to_be_visible()
     assert resumed_after == [None, "3-0"]
-    expect(training.locator(".plot")).to_have_attribute("data-points", "10")  # every epoch once: none lost or doubled
+    expect(training.locator(".plot")).to_have_attribute("data-points", "20")  # every epoch once: none lost or doubled
     visit.assert_no_problems()
 
 

@@ -12,7 +12,7 @@ const SEED_EDGE_EXAMPLE = {
   target_kernel: [[1, -1]],
   kernel_size: [1, 2],
   lr: 0.03,
-  epochs: 10,
+  epochs: 20, // the seed's, the README's and the API's default
 };
 
 const jobs = new JobList(document.querySelector("#jobs-panel tbody"), document.querySelector(".jobs-message"));
@@ -20,6 +20,7 @@ const correlation = panel("correlation");
 const training = panel("training");
 const presets = document.getElementById("correlation-preset");
 const keyField = document.getElementById("api-key");
+let logScale = false; // the loss charts' scale: a choice kept for the next training
 
 /** A form, its status line and results, and the job it follows (one at a time). */
 function panel(name) {
@@ -130,12 +131,14 @@ training.form.addEventListener("submit", (event) => {
     start(results) {
       const figure = document.getElementById("loss-chart").content.firstElementChild.cloneNode(true);
       const [first, of] = values.pairs ? [values.pairs[0], ` of pair 1 of ${values.pairs.length}`] : [values, ""];
-      const truth = values.target_kernel
-        ? matrixFigure("True kernel", values.target_kernel)
-        : matrixFigure(`Target output${of}`, first.target);
-      results.append(matrixFigure(`Input${of}`, first.input), figure, truth);
-      chart = new LossChart(figure.querySelector(".plot"));
-      figure.querySelector(".log-scale").addEventListener("change", (e) => chart.setLogScale(e.target.checked));
+      // The target beside the input: given, or made as the worker makes it, from the true kernel.
+      const target = first.target ?? correlate(first.input, values.target_kernel);
+      results.append(matrixFigure(`Input${of}`, first.input), matrixFigure(`Target output${of}`, target), figure);
+      if (values.target_kernel) results.append(matrixFigure("True kernel", values.target_kernel));
+      chart = new LossChart(figure.querySelector(".plot"), logScale);
+      const scale = figure.querySelector(".log-scale");
+      scale.checked = logScale;
+      scale.addEventListener("change", () => chart.setLogScale((logScale = scale.checked)));
       progressText = figure.querySelector(".progress");
     },
     progress(progress) {
@@ -149,6 +152,29 @@ training.form.addEventListener("submit", (event) => {
     },
   });
 });
+
+/**
+ * The cross-correlation of `input` (H x W or C x H x W) with `kernel` (kh x kw, C x kh x kw, or O x C x kh x kw):
+ * oh x ow, or O x oh x ow. As the worker computes a training's target from its true kernel, for showing it;
+ * null when either is not given as nested lists.
+ */
+function correlate(input, kernel) {
+  if (!Array.isArray(input) || !Array.isArray(kernel)) return null;
+  const depth = (array) => (Array.isArray(array) ? 1 + depth(array[0]) : 0);
+  const channels = depth(input) === 2 ? [input] : input; // C x H x W
+  const outputs = (depth(kernel) === 4 ? kernel : [depth(kernel) === 2 ? [kernel] : kernel]).map((taps) => {
+    const [kh, kw] = [taps[0].length, taps[0][0].length];
+    const [oh, ow] = [channels[0].length - kh + 1, channels[0][0].length - kw + 1];
+    return Array.from({ length: oh }, (_, i) =>
+      Array.from({ length: ow }, (_, j) => {
+        let sum = 0;
+        taps.forEach((tap, c) => tap.forEach((row, a) => row.forEach((w, b) => (sum += w * channels[c][i + a][j + b]))));
+        return sum;
+      }),
+    );
+  });
+  return depth(kernel) === 4 ? outputs : outputs[0];
+}
 
 /** How a training ended: its epochs and loss and, with a tolerance, whether the loss fell below it. */
 function ending({ loss, epochs_run: run, converged }, epochs, tolerance) {

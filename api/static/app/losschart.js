@@ -18,13 +18,23 @@ function decades(chart, axis, min, max) {
   return Array.from({ length: Math.floor((high - low) / step) + 1 }, (_, i) => 10 ** (high - i * step)).reverse();
 }
 
+/**
+ * Keep the legend on the latest epoch and loss while the pointer is off the chart (uPlot's own shows "--"
+ * until hovered); over it, the legend follows the pointer as usual.
+ */
+function legendOnLatest(chart) {
+  const latest = chart.data[0].length - 1;
+  if (chart.cursor.left < 0 && latest >= 0 && chart.legend.idx !== latest) chart.setLegend({ idx: latest }, false);
+}
+
 export class LossChart {
-  /** Draw into `plot` (an element in the page); its data-points and data-scale say what is drawn. */
-  constructor(plot) {
+  /** Draw into `plot` (an element in the page) on a linear or `log` scale; its data-points and data-scale say what
+   * is drawn. */
+  constructor(plot, log = false) {
     this.plot = plot;
     this.epochs = [];
     this.losses = [];
-    this.log = false;
+    this.log = log;
     this.pending = false;
     this.create();
     new ResizeObserver(() => this.chart.setSize(this.size())).observe(plot);
@@ -62,9 +72,14 @@ export class LossChart {
           ...(this.log && { splits: decades, filter: (_, ticks) => ticks }), // label every tick of decades()
         },
       ],
-      series: [{ label: "epoch" }, { label: "loss", stroke: "#3b528b", width: 2 }],
+      series: [
+        { label: "epoch", value: (_, epoch) => (epoch == null ? "--" : String(epoch)) }, // 5000, as the text says
+        { label: "loss", stroke: "#3b528b", width: 2, value: (_, loss) => (loss == null ? "--" : formatNumber(loss)) },
+      ],
+      hooks: { setLegend: [legendOnLatest] },
     };
     this.chart = new uPlot(options, [this.epochs, this.losses], this.plot);
+    legendOnLatest(this.chart);
     this.plot.dataset.points = this.epochs.length;
     this.plot.dataset.scale = this.chart.scales.y.distr === 3 ? "log" : "linear"; // as uPlot drew it
   }
