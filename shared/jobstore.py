@@ -21,6 +21,7 @@ is the next epoch's, and only the current attempt may finish a job. Requests
 and results over INLINE_BYTES are SET beside the script, not passed through it.
 """
 
+import contextlib
 import hashlib
 import time
 import uuid
@@ -33,7 +34,7 @@ import orjson
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import Pipeline
-from redis.exceptions import OutOfMemoryError
+from redis.exceptions import OutOfMemoryError, RedisError
 from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
@@ -571,9 +572,14 @@ class JobStore:
             return value
         # In pieces: redis-py with hiredis copies a command's arguments into one buffer (a big request twice).
         view = memoryview(value)
-        self.redis.set(key, view[:WRITE_BYTES], ex=self.ttl)
-        for low in range(WRITE_BYTES, len(value), WRITE_BYTES):
-            self.redis.append(key, view[low : low + WRITE_BYTES])
+        try:
+            self.redis.set(key, view[:WRITE_BYTES], ex=self.ttl)
+            for low in range(WRITE_BYTES, len(value), WRITE_BYTES):
+                self.redis.append(key, view[low : low + WRITE_BYTES])
+        except RedisError:
+            with contextlib.suppress(RedisError):  # a full Redis still deletes: leave no half request behind
+                self.redis.delete(key)
+            raise
         return b""
 
     # --- the job as the API shows it -------------------------------------------------------
