@@ -2,7 +2,7 @@
 
 from flask import Flask
 
-from api import access, docs, health, problems, telemetry, v1, web
+from api import access, docs, health, holds, problems, telemetry, v1, web
 from api.runtime import Runtime
 from shared.jobstore import JobStore
 from shared.logs import configure_logging
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     telemetry.init_app(app)
     app.before_request(problems.refuse_long_urls)  # after telemetry's: even a 414 gets its request id
     access.init_app(app, settings)
+    holds.init_app(app, settings.max_held_requests, settings.max_held_requests_per_caller)
     app.register_blueprint(health.bp)
     app.register_blueprint(v1.bp)
     app.register_blueprint(docs.bp)

@@ -60,8 +60,8 @@ def authenticate() -> None:
         raise ProblemError(problem, {"WWW-Authenticate": 'Bearer realm="convq"'})
 
 
-def _rate_limit_key() -> str:
-    """Count by key; by client address when keys are off (or the credentials are wrong)."""
+def caller_key() -> str:
+    """Who to count a request against: the key; the client address when keys are off (or the credentials are wrong)."""
     name = caller()
     return f"key:{name}" if name not in (None, ANONYMOUS) else f"address:{request.remote_addr}"
 
@@ -76,7 +76,7 @@ def _too_many(limit: RequestLimit) -> Response:
 def init_app(app: Flask, settings: Settings) -> None:
     """Limit submissions per caller (one budget for both kinds), counted in Redis so every process shares it."""
     Limiter(
-        _rate_limit_key,
+        caller_key,
         app=app,
         application_limits=[settings.submit_rate_limit],
         application_limits_exempt_when=lambda: request.endpoint not in SUBMISSIONS,

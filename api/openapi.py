@@ -44,8 +44,8 @@ def _problems(*statuses: int) -> dict:
         414: "URL over 8192 characters",
         415: "Body is not application/json (nor, for correlations, multipart/form-data)",
         422: "Invalid request; `errors` point at each fault",
-        429: "Too many submissions for this key, or the queue is full",
-        503: "Redis or the queue is unreachable",
+        429: "Too many submissions or open streams for this key, or the queue is full",
+        503: "Redis or the queue is unreachable, or this server process holds all the streams it may",
         507: "Redis is full (maxmemory): nothing new can be stored until room is made",
     }
     return {
@@ -277,7 +277,7 @@ def build(settings: Settings) -> dict:
                             "description": "An event stream",
                             "content": {"text/event-stream": {"schema": _SSE_EVENT}},
                         },
-                        **_problems(400, 401, 404, 414, 503),
+                        **_problems(400, 401, 404, 414, 429, 503),
                     },
                 }
             },

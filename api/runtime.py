@@ -19,7 +19,9 @@ class Runtime:
     @property
     def limits(self) -> Limits:
         settings = self.settings
-        return Limits(settings.max_matrix_elements, settings.max_epochs, settings.max_work)
+        return Limits(
+            settings.max_matrix_elements, settings.max_epochs, settings.max_work, settings.soft_time_limit_seconds
+        )
 
 
 def runtime() -> Runtime:

@@ -8,14 +8,14 @@ from typing import TypeVar
 import orjson
 from flask import Blueprint, Response, g, request, stream_with_context, url_for
 
-from api import access, events
+from api import access, events, holds
 from api.body import parse_body
 from api.problems import ProblemError, QueueUnavailable, invalid
 from api.responses import json_response
 from api.runtime import runtime
 from api.uploads import parse_image_correlation
 from shared import logs
-from shared.arrays import to_array
+from shared.arrays import dump_json, to_array
 from shared.jobstore import IdempotencyConflict, QueueFull, Route
 from shared.kernels import KERNELS
 from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
@@ -122,7 +122,10 @@ def job_events(job_id: str) -> Response:
         raise _bad_parameter("/Last-Event-ID", f"Last-Event-ID must be an event id such as 12-0, not {after!r}")
     body = events.stream(rt.store, job, g.caller, after, rt.settings.max_stream_seconds)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return Response(stream_with_context(body), mimetype="text/event-stream", headers=headers)
+    caller = access.caller_key()
+    holds.hold_or_refuse(caller, "event streams")
+    response = Response(stream_with_context(body), mimetype="text/event-stream", headers=headers)
+    return holds.release_on_close(response, caller)
 
 
 @bp.delete("/jobs/<job_id>")
@@ -141,7 +144,7 @@ def _submit(
     """Store the job and its request, queue a message that carries only the job id, and maybe wait for it."""
     rt = runtime()
     key, wait = _idempotency_key(), _preferred_wait(rt.settings.max_wait_seconds)
-    request_json = job_request.model_dump_json().encode()
+    request_json = dump_json(job_request)
     route = _route(job_request)
     try:
         job, created = rt.store.create(kind, request_json, g.caller, epochs, logs.request_id.get(), key, route)
@@ -159,10 +162,13 @@ def _submit(
     headers = {"Location": url_for("v1.get_job", job_id=job["id"])}
     if not created:
         headers["Idempotent-Replayed"] = "true"
-    if wait is not None:
-        headers["Preference-Applied"] = f"wait={wait}"
-        if rt.store.wait_until_finished(job["id"], wait, fresh=created):
-            job = rt.store.get(job["id"], g.caller)
+    if wait is not None and holds.try_hold(caller := access.caller_key()):
+        try:
+            headers["Preference-Applied"] = f"wait={wait}"
+            if rt.store.wait_until_finished(job["id"], wait, fresh=created):
+                job = rt.store.get(job["id"], g.caller)
+        finally:
+            holds.give_back(caller)
     return _job_response(job, status=200 if job["status"] in FINISHED else 202, headers=headers)
 
 

@@ -10,13 +10,14 @@ queued, an array is always in the base64 form: a worker decodes it in
 microseconds instead of parsing a million numbers again.
 """
 
+import re
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 import orjson
 import pybase64
 from annotated_types import Ge, MaxLen, MinLen
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, StrictStr, TypeAdapter
 
 from shared.jsontypes import FLOAT32_MAX, Number, fault, invalid, whole
 
@@ -56,11 +57,13 @@ def to_array(value: Any, max_elements: int | None = None, dimensions: tuple[int,
         _check_size(value.shape, max_elements)
         return np.ascontiguousarray(value, dtype=np.float32)
     if isinstance(value, dict):
-        spec = Base64Array.model_validate(value)
+        raw = value.get("data")
+        decoded = raw if isinstance(raw, Decoded) else None  # decoded already, straight from the body
+        spec = Base64Array.model_validate(value | {"data": ""} if decoded is not None else value)
         if len(spec.shape) not in dimensions:
             raise _wrong_dimensions(len(spec.shape), dimensions, ("shape",))
         _check_size(spec.shape, max_elements)
-        return _decode(spec)
+        return _decode(spec, decoded)
     depth = _depth(value)
     if depth > dimensions[-1]:
         raise _wrong_dimensions(depth, dimensions, ())
@@ -122,11 +125,18 @@ def _check_size(shape: tuple[int, ...] | list[int], max_elements: int | None) ->
         raise invalid("Matrix", fault((), "matrix_too_large", message))
 
 
-def _decode(spec: Base64Array) -> np.ndarray:
+class Decoded:
+    """The bytes of a base64 `data` string that the API decoded from the request body itself, never a str."""
+
+    def __init__(self, raw: bytearray):
+        self.raw = raw
+
+
+def _decode(spec: Base64Array, decoded: Decoded | None = None) -> np.ndarray:
     dtype = DTYPES[spec.dtype]
     expected = int(np.prod(spec.shape)) * dtype.itemsize
     try:
-        raw = pybase64.b64decode_as_bytearray(spec.data, validate=True)
+        raw = decoded.raw if decoded is not None else pybase64.b64decode_as_bytearray(spec.data, validate=True)
     except ValueError:
         raise invalid("Matrix", fault(("data",), "base64_invalid", "data is not valid base64")) from None
     if len(raw) != expected:
@@ -154,6 +164,48 @@ def to_base64(array: np.ndarray) -> dict:
     """The base64 form of a float32 array."""
     array = np.ascontiguousarray(array, dtype=DTYPES["float32"])
     return {"shape": list(array.shape), "dtype": "float32", "data": pybase64.b64encode_as_string(array)}
+
+
+ENCODE_BYTES = 3 * 1024 * 1024
+SPLICED = "convq.spliced"  # the serialization context's list of arrays whose base64 dump_json splices in
+_SPLICE = re.compile(rb'"\\u0000array-(\d+)"')
+
+
+def serialize_array(array: np.ndarray, info: SerializationInfo) -> dict:
+    """to_base64, or, when dump_json asks, a placeholder for the data that it writes itself."""
+    spliced = info.context.get(SPLICED) if isinstance(info.context, dict) else None
+    if spliced is None:
+        return to_base64(array)
+    spliced.append(np.ascontiguousarray(array, dtype=DTYPES["float32"]))
+    return {"shape": list(array.shape), "dtype": "float32", "data": f"\x00array-{len(spliced) - 1}"}
+
+
+def dump_json(model: BaseModel) -> bytearray:
+    """The model as JSON, its arrays in the base64 form: the same bytes as model_dump_json, written once.
+
+    The serializer would make each array's base64 a str, copy it into a buffer that grows by doubling, then
+    copy that into bytes (124 MB at once for two 2048 x 2048 arrays, measured). Here it writes the rest, with
+    a placeholder for each array's data, and each base64 is encoded a piece at a time into one buffer (87 MB).
+    """
+    spliced: list[np.ndarray] = []
+    skeleton = model.__pydantic_serializer__.to_json(model, context={SPLICED: spliced})
+    pieces = _SPLICE.split(skeleton)  # text, index, text, index, ..., text
+    texts, arrays = pieces[::2], [memoryview(spliced[int(index)]).cast("B") for index in pieces[1::2]]
+    output = bytearray(sum(map(len, texts)) + sum(2 + 4 * -(-len(raw) // 3) for raw in arrays))
+    view, at = memoryview(output), 0
+    for text, raw in zip(texts, [*arrays, None], strict=True):
+        view[at : at + len(text)] = text
+        at += len(text)
+        if raw is not None:
+            view[at] = ord('"')
+            for low in range(0, len(raw), ENCODE_BYTES):  # a multiple of 3 bytes: padding only at the end
+                encoded = pybase64.b64encode(raw[low : low + ENCODE_BYTES])
+                view[at + 1 : at + 1 + len(encoded)] = encoded
+                at += len(encoded)
+            view[at + 1] = ord('"')
+            at += 2
+    view.release()
+    return output
 
 
 def to_json(value: Any, form: Literal["lists", "base64"]) -> bytes:

@@ -21,6 +21,7 @@ is the next epoch's, and only the current attempt may finish a job. Requests
 and results over INLINE_BYTES are SET beside the script, not passed through it.
 """
 
+import contextlib
 import hashlib
 import time
 import uuid
@@ -33,7 +34,7 @@ import orjson
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import Pipeline
-from redis.exceptions import OutOfMemoryError
+from redis.exceptions import OutOfMemoryError, RedisError
 from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
@@ -56,6 +57,7 @@ _WRITE_PROBE_KEY = "convq:readiness"  # written by readiness checks: does Redis 
 STREAM_BLOCK_SECONDS = 15
 # Requests and results up to this size go through the job scripts (one round trip); bigger ones by SET and GET,
 # as Lua copies cost a few ms per MB (jobstore_scripts).
+WRITE_BYTES = 4 * 1024 * 1024
 INLINE_BYTES = 64 * 1024
 # Upper bounds (seconds) of the job run time histogram's buckets.
 RUN_TIME_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600)
@@ -568,7 +570,16 @@ class JobStore:
         """Return a small value to pass to a script; SET a big one at `key` instead and return b""."""
         if len(value) <= INLINE_BYTES:
             return value
-        self.redis.set(key, value, ex=self.ttl)
+        # In pieces: redis-py with hiredis copies a command's arguments into one buffer (a big request twice).
+        view = memoryview(value)
+        try:
+            self.redis.set(key, view[:WRITE_BYTES], ex=self.ttl)
+            for low in range(WRITE_BYTES, len(value), WRITE_BYTES):
+                self.redis.append(key, view[low : low + WRITE_BYTES])
+        except RedisError:
+            with contextlib.suppress(RedisError):  # a full Redis still deletes: leave no half request behind
+                self.redis.delete(key)
+            raise
         return b""
 
     # --- the job as the API shows it -------------------------------------------------------

@@ -28,8 +28,15 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from shared.arrays import Base64Array, to_array, to_base64, wire_type
+from shared import budget
+from shared.arrays import Base64Array, serialize_array, to_array, wire_type
 from shared.jsontypes import Number, fault, invalid, whole
+
+# Ceilings of the whole numbers a request may hold, in the schema for clients to see: far above what the
+# element and time limits let through, low enough that no size computed from them overflows the core's int64.
+MAX_SIDE = 2**24  # a kernel side, a stride, a padding
+MAX_EPOCHS = 10**9
+MAX_BATCH_SIZE = 2**24
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,7 @@ class Limits:
     max_matrix_elements: int | None = None
     max_epochs: int | None = None
     max_work: int | None = None  # output elements x kernel taps x epochs x pairs
+    max_seconds: float | None = None  # the estimated run time a job may have (shared.budget)
 
 
 def _limits(info: ValidationInfo) -> Limits:
@@ -57,13 +65,15 @@ def _pair_schema(minimum: int) -> WithJsonSchema:
     The pair as items with minItems and maxItems, not prefixItems with `items: false`: client generators
     (openapi-python-client) refuse a boolean schema.
     """
-    integer = {"type": "integer", "minimum": minimum}
+    integer = {"type": "integer", "minimum": minimum, "maximum": MAX_SIDE}
     pair = {"type": "array", "items": integer, "minItems": 2, "maxItems": 2}
     return WithJsonSchema({"anyOf": [integer, pair]})
 
 
-NonNegativePair = Annotated[tuple[whole(Ge(0)), whole(Ge(0))], BeforeValidator(_broadcast), _pair_schema(0)]
-PositivePair = Annotated[tuple[whole(Ge(1)), whole(Ge(1))], BeforeValidator(_broadcast), _pair_schema(1)]
+Side = whole(Ge(1), Le(MAX_SIDE))
+Margin = whole(Ge(0), Le(MAX_SIDE))
+NonNegativePair = Annotated[tuple[Margin, Margin], BeforeValidator(_broadcast), _pair_schema(0)]
+PositivePair = Annotated[tuple[Side, Side], BeforeValidator(_broadcast), _pair_schema(1)]
 
 
 def _array_field(*dimensions: int) -> Any:
@@ -74,7 +84,7 @@ def _array_field(*dimensions: int) -> Any:
         return to_array(value, _limits(info).max_matrix_elements, dimensions)
 
     return Annotated[
-        Any, PlainValidator(validate, json_schema_input_type=wire_type(dimensions)), PlainSerializer(to_base64)
+        Any, PlainValidator(validate, json_schema_input_type=wire_type(dimensions)), PlainSerializer(serialize_array)
     ]
 
 
@@ -160,6 +170,30 @@ def check_work(
         raise invalid("Request", fault((), "work_over_budget", message))
 
 
+def check_time(seconds: float, info: ValidationInfo, what: str) -> None:
+    """Refuse a job whose estimated run time (shared.budget) would not end before the time limit stops it."""
+    limit = _limits(info).max_seconds
+    if limit is not None and seconds > limit:
+        message = (
+            f"the job would run for about {seconds:,.0f} s ({what}, estimated for this server's CPU workers), "
+            f"over the {limit:,.0f} s a job may run (the soft limit of JOB_TIME_LIMIT_SECONDS): "
+            "ask for fewer epochs, fewer or smaller pairs, or bigger batches"
+        )
+        raise invalid("Request", fault((), "time_over_budget", message))
+
+
+def check_output(out_shape: tuple[int, ...], info: ValidationInfo, where: str) -> None:
+    """Refuse an output bigger than the matrices the server takes in (padding can make a 1 x 1 input's huge)."""
+    limit = _limits(info).max_matrix_elements
+    elements = math.prod(out_shape)
+    if limit is not None and elements > limit:
+        message = (
+            f"the output would be {_fmt(out_shape)} = {elements} elements, "
+            f"over this server's limit of {limit} (MAX_MATRIX_ELEMENTS)"
+        )
+        raise invalid("Request", fault((where,), "output_too_large", message))
+
+
 class Request(BaseModel):
     """Base of request bodies: unknown fields are errors (a typo must not be silently ignored)."""
 
@@ -194,7 +228,9 @@ class CorrelationRequest(Request):
             problem = self._bias_fault()
         if problem is not None:
             raise invalid(type(self).__name__, problem)
+        check_output(self.output_shape, info, "padding" if any(self.padding) else "kernel")
         check_work(self.output_shape, self.kernel.shape, 1, info)
+        check_time(self.estimated_seconds, info, f"{self.work} multiply-adds")
         return self
 
     def _size_fault(self) -> InitErrorDetails | None:
@@ -227,6 +263,10 @@ class CorrelationRequest(Request):
     @property
     def work(self) -> int:
         return multiply_adds(self.output_shape, self.kernel.shape, 1)
+
+    @property
+    def estimated_seconds(self) -> float:
+        return budget.correlation_seconds(self.work, self.input.size + math.prod(self.output_shape))
 
 
 class TrainingPair(BaseModel):
@@ -266,11 +306,11 @@ class KernelTrainingRequest(Request):
     kernel_size: PositivePair | None = Field(
         None, description="[kh, kw]; the kernel's channels follow the input's and the target's"
     )
-    kernel_shape: Annotated[list[whole(Ge(1))], MinLen(2), MaxLen(4)] | None = Field(
+    kernel_shape: Annotated[list[Side], MinLen(2), MaxLen(4)] | None = Field(
         None, description="the whole kernel shape: [kh, kw], [C, kh, kw] or [O, C, kh, kw]; instead of kernel_size"
     )
     lr: Annotated[Number, Field(gt=0)] = Field(0.03, description="learning rate")
-    epochs: whole(Ge(1)) = Field(20, description="passes over the pairs")
+    epochs: whole(Ge(1), Le(MAX_EPOCHS)) = Field(20, description="passes over the pairs")
     bias: StrictBool = Field(False, description="learn a bias too: one number, or one per output channel")
     seed: whole(Ge(0), Le(2**63 - 1)) = Field(0, description="seed of the initial kernel and shuffles")
     optimizer: Literal["sgd", "momentum", "adam"] = Field(
@@ -281,7 +321,7 @@ class KernelTrainingRequest(Request):
     tolerance: Annotated[Number, Ge(0)] | None = Field(
         None, description="stop after the first epoch whose loss is below this; epochs_run says how many ran"
     )
-    batch_size: whole(Ge(1)) | None = Field(
+    batch_size: whole(Ge(1), Le(MAX_BATCH_SIZE)) | None = Field(
         None, description="pairs per step of the optimizer; all of them when left out"
     )
     shuffle: StrictBool = Field(False, description="a new order of the pairs every epoch, drawn from seed")
@@ -306,7 +346,44 @@ class KernelTrainingRequest(Request):
         examples = len(self.examples)
         why = "epochs" if examples == 1 else f"epoch-pairs ({self.epochs} epochs x {examples} pairs)"
         check_work(self.output_shape, self.resolved_kernel_shape, self.epochs * examples, info, why)
+        steps = "" if self.closed_form else f", {self.steps_per_epoch} optimizer steps each"
+        check_time(self.estimated_seconds, info, f"{self.epochs} epochs over {examples} pairs{steps}")
         return self
+
+    @property
+    def closed_form(self) -> bool:
+        """The seed's own case, which the worker trains by a closed-form gradient (services.fit)."""
+        return (
+            len(self.examples) == 1
+            and len(self.resolved_kernel_shape) == 2
+            and self.optimizer == "sgd"
+            and self.loss == "sum"
+            and self.batch_size in (None, 1)
+        )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        pairs = len(self.examples)
+        return math.ceil(pairs / (self.batch_size or pairs))
+
+    @property
+    def estimated_seconds(self) -> float:
+        kernel = self.resolved_kernel_shape
+        per_pair = multiply_adds(self.output_shape, kernel, 1)
+        taps = math.prod(kernel)
+        pairs = len(self.examples)
+        outputs = math.prod(self.output_shape)
+        elements = pairs * (self.examples[0][0].size + outputs)
+        return budget.training_seconds(
+            multiply_adds_per_pair=per_pair,
+            output_elements_per_pair=outputs,
+            elements=elements,
+            taps=taps,
+            pairs=pairs,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            closed_form=self.closed_form,
+        )
 
     @property
     def examples(self) -> list[tuple[np.ndarray, np.ndarray | None]]:

@@ -21,8 +21,10 @@ class Settings(BaseSettings):
     job_ttl_seconds: PositiveInt = 24 * 3600
     # Largest matrix accepted (elements); 2048 x 2048 by default.
     max_matrix_elements: PositiveInt = 2048 * 2048
-    # Largest request body accepted (bytes); a 2048 x 2048 matrix is about 80 MB as JSON text.
-    max_body_bytes: PositiveInt = 128 * 1024 * 1024
+    # Largest request body accepted (bytes): a 2048 x 2048 matrix is 40-60 MB as JSON text (10-15 characters
+    # a number), 22 MB in base64. Long arrays are read straight into float32 (api/bulk.py): a body costs the
+    # API process at most about 3 times its size.
+    max_body_bytes: PositiveInt = 64 * 1024 * 1024
     # Most epochs one training may ask for.
     max_epochs: PositiveInt = 10_000
     # Most work one job may ask for: output elements x kernel taps x epochs (1 for a correlation).
@@ -37,8 +39,13 @@ class Settings(BaseSettings):
     api_keys: dict[str, str] = {}
     # Submissions allowed per API key (or per client address when keys are off), in limits' notation.
     submit_rate_limit: str = "600/minute"
-    # Threads per API process: each open /events stream holds one.
+    # Threads per API process: each open /events stream and each `Prefer: wait` submission holds one...
     api_threads: PositiveInt = 64
+    # ...but at most this many of them per process (the rest stay free for short requests; must be below
+    # API_THREADS): a stream beyond it is refused (503, Retry-After), a waiting submission answered 202 at once...
+    max_held_requests: PositiveInt = 32
+    # ...and at most this many per caller (API key, or client address when keys are off) per process (429).
+    max_held_requests_per_caller: PositiveInt = 8
     # A job running longer than this is stopped and fails (hard limit; a soft limit 5% earlier
     # lets it fail cleanly). Keep it close to your longest job: it also bounds redelivery.
     job_time_limit_seconds: PositiveInt = 600

@@ -24,6 +24,10 @@ def check_settings(settings: Settings) -> None:
         problems.append("TORCH_DEVICE=cuda needs WORKER_CONCURRENCY=1: CUDA does not survive fork, one process per GPU")
     if settings.soft_time_limit_seconds < 1:
         problems.append("JOB_TIME_LIMIT_SECONDS must be at least 2 so the soft limit comes before the hard one")
+    if settings.max_held_requests >= settings.api_threads:
+        problems.append(
+            "MAX_HELD_REQUESTS must be below API_THREADS: streams and waiting submissions would take every thread"
+        )
     if problems:
         raise ConfigurationError("convq cannot start: " + "; ".join(problems))
 

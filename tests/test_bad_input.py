@@ -306,6 +306,58 @@ CASES = [
     ("an unknown loss", TRAININGS, training(loss="max"), JSON, 422, ["/loss"]),
     ("a negative tolerance", TRAININGS, training(tolerance=-1), JSON, 422, ["/tolerance"]),
     ("shuffle as a string", TRAININGS, training(shuffle="yes"), JSON, 422, ["/shuffle"]),
+    # Bounds on every whole number, and on what a job may cost.
+    (
+        "a stride of 10^30",
+        CORRELATIONS,
+        raw('{"input": [[1, 2]], "kernel": [[1]], "stride": 1000000000000000000000000000000}'),
+        JSON,
+        422,
+        ["/stride/0", "/stride/1"],
+    ),
+    ("a padding of 2^25", CORRELATIONS, correlation(padding=[0, 2**25]), JSON, 422, ["/padding/1"]),
+    ("padding that makes the output too big", CORRELATIONS, correlation(padding=60), JSON, 422, ["/padding"]),
+    ("a kernel side of 2^24 + 1", TRAININGS, training(kernel_size=[2**24 + 1, 1]), JSON, 422, ["/kernel_size/0"]),
+    ("epochs of 10^9 + 1", TRAININGS, training(epochs=10**9 + 1), JSON, 422, ["/epochs"]),
+    ("batch_size of 2^24 + 1", TRAININGS, training(batch_size=2**24 + 1), JSON, 422, ["/batch_size"]),
+    (
+        "a training that would outrun the time limit",
+        TRAININGS,
+        {"pairs": [{"input": [[1, 2], [3, 4]], "target": [[1]]}] * 1000, "kernel_size": [2, 2], "batch_size": 1}
+        | {"epochs": 10_000},
+        JSON,
+        422,
+        [""],
+    ),
+    # Long arrays, read straight into float32 (api/bulk.py), are refused at the array or its element.
+    ("a long ragged array", CORRELATIONS, correlation(input=[[0] * 50] * 99 + [[0] * 49]), JSON, 422, ["/input"]),
+    ("a long array over the element limit", CORRELATIONS, correlation(input=[[0] * 100] * 120), JSON, 422, ["/input"]),
+    ("a long array of 5 dimensions", CORRELATIONS, correlation(input=[[[[[0] * 600]]]]), JSON, 422, ["/input"]),
+    (
+        "a long array with an element beyond float32",
+        CORRELATIONS,
+        correlation(input=[[0] * 50] * 3 + [[0] * 7 + [1e39] + [0] * 42] + [[0] * 50] * 10),
+        JSON,
+        422,
+        ["/input/3/7"],
+    ),
+    (
+        "a long array with a number that is not JSON",
+        CORRELATIONS,
+        raw('{"kernel": [[1]], "input": [[' + "0," * 600 + "+1]]}"),
+        JSON,
+        400,
+        [],
+    ),
+    (
+        "long base64 data of a wrong length",
+        CORRELATIONS,
+        correlation(input=packed([2, 2], "A" * 1025)),
+        JSON,
+        422,
+        ["/input/data"],
+    ),
+    ("150,000 numbers outside matrices", CORRELATIONS, correlation(x=[0] * 150_000), JSON, 413, []),
 ]
 
 
