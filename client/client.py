@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from client.errors import ApiError, ServerUnreachable
+from client.errors import ApiError, ServerUnreachable, StreamEnded, WaitTimeout
 from client.events import Retry, parse
 from client.matrices import MatrixLike, to_wire
 from client.models import (
@@ -180,12 +180,12 @@ class Client:
         return self._events(job_id, last_event_id, deadline=None)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """The job once it has finished (whatever its status); TimeoutError after `timeout` seconds."""
+        """The job once it has finished (whatever its status); WaitTimeout after `timeout` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for event in self._events(job_id, None, deadline):
             if isinstance(event, StatusEvent):
                 return event.job
-        raise AssertionError("an event stream ends with its status event")
+        raise StreamEnded(f"the event stream of job {job_id} ended without its status event")
 
     def cancel(self, job_id: str) -> Job:
         """Cancel the job: a queued one never runs, a running training stops within an epoch; returns the job."""
@@ -224,7 +224,7 @@ class Client:
         return response if raw else response.json()
 
     def _events(self, job_id: str, last_id: str | None, deadline: float | None) -> Iterator[Event]:
-        """The event stream, reconnecting until the status event; TimeoutError once past `deadline`."""
+        """The event stream, reconnecting until the status event; WaitTimeout once past `deadline`."""
         retry = Retry()
         while True:
             headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": last_id} if last_id else {})
@@ -277,7 +277,7 @@ def _check(response: httpx.Response) -> None:
 
 def _check_deadline(job_id: str, deadline: float | None) -> None:
     if deadline is not None and time.monotonic() >= deadline:
-        raise TimeoutError(f"job {job_id} has not finished yet")
+        raise WaitTimeout(f"job {job_id} has not finished yet")
 
 
 def _unreachable(base_url: str, error: httpx.TransportError) -> ServerUnreachable:
