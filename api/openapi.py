@@ -7,7 +7,9 @@ module only lays the routes, parameters, headers and responses around it.
 from pydantic.json_schema import models_json_schema
 
 from api.events import EVENT_ID
+from shared.jobstore import FLUSH_SECONDS
 from shared.schemas import (
+    JOB_KINDS,
     JOB_STATUSES,
     CorrelationRequest,
     Job,
@@ -17,7 +19,6 @@ from shared.schemas import (
     Problem,
 )
 from shared.settings import Settings
-from shared.taskqueue import TASK_FOR_KIND
 
 PROBLEM = "application/problem+json"
 _REF = "#/components/schemas/{model}"
@@ -201,7 +202,7 @@ def build(settings: Settings) -> dict:
                     "summary": "The caller's jobs, newest first, without results",
                     "parameters": [
                         _query("status", {"type": "string", "enum": list(JOB_STATUSES)}, "only jobs in this status"),
-                        _query("kind", {"type": "string", "enum": list(TASK_FOR_KIND)}, "only jobs of this kind"),
+                        _query("kind", {"type": "string", "enum": list(JOB_KINDS)}, "only jobs of this kind"),
                         _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "page size (20)"),
                         _query(
                             "cursor", {"type": "string", "pattern": r"^\d{1,18}$"}, "next_cursor of the previous page"
@@ -217,11 +218,14 @@ def build(settings: Settings) -> dict:
                     "responses": {"200": _json("Job", "The job", _JOB_HEADERS), **_problems(401, 404, 414, 503)},
                 },
                 "delete": {
-                    "summary": "Cancel: a queued job never runs; a running training stops within an epoch (or 0.1 s)",
+                    "summary": "Cancel: a queued job never runs; a running training stops within an epoch "
+                    f"(or {FLUSH_SECONDS:g} s)",
                     "responses": {
                         "200": _json("Job", "Cancelled, or already finished (unchanged)", _JOB_HEADERS),
                         "202": _json(
-                            "Job", "Running: it will stop within one epoch or 0.1 s, whichever is longer", _JOB_HEADERS
+                            "Job",
+                            f"Running: it will stop within one epoch or {FLUSH_SECONDS:g} s, whichever is longer",
+                            _JOB_HEADERS,
                         ),
                         **_problems(401, 404, 414, 503, 507),
                     },

@@ -18,7 +18,15 @@ from shared import logs
 from shared.arrays import dump_json, to_array
 from shared.jobstore import IdempotencyConflict, QueueFull, Route
 from shared.kernels import KERNELS
-from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
+from shared.schemas import (
+    FINISHED,
+    JOB_KINDS,
+    JOB_STATUSES,
+    CorrelationRequest,
+    JobKind,
+    KernelTrainingRequest,
+    Problem,
+)
 from shared.taskqueue import TASK_FOR_KIND, route
 
 log = logging.getLogger(__name__)
@@ -61,7 +69,7 @@ def list_kernels() -> Response:
 def list_jobs() -> Response:
     """The caller's jobs, newest first, without their results; ?status=&kind=&limit=&cursor= ."""
     status = _query("status", _one_of(JOB_STATUSES), None, "one of " + ", ".join(JOB_STATUSES))
-    kind = _query("kind", _one_of(tuple(TASK_FOR_KIND)), None, "correlation or kernel_training")
+    kind = _query("kind", _one_of(JOB_KINDS), None, " or ".join(JOB_KINDS))
     limit = _query("limit", _whole_number(1, MAX_PAGE), 20, f"a whole number from 1 to {MAX_PAGE}")
     cursor = _query("cursor", _whole_number(0, 10**18 - 1), None, "a cursor from a previous page")
     jobs, next_cursor = runtime().store.jobs(g.caller, status=status, kind=kind, limit=limit, before=cursor)
@@ -130,7 +138,7 @@ def job_events(job_id: str) -> Response:
 
 @bp.delete("/jobs/<job_id>")
 def cancel_job(job_id: str) -> Response:
-    """Cancel: a queued job never runs, a running one stops within an epoch (or 0.1 s), a finished one is unchanged."""
+    """Cancel: a queued job never runs, a running one stops within an epoch (or FLUSH_SECONDS), a finished one stays."""
     store = runtime().store
     parsed = _parse_id(job_id)
     _existing(job_id, store.cancel(parsed, g.caller))

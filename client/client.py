@@ -4,6 +4,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import httpx
 import numpy as np
@@ -28,9 +29,20 @@ Pair = int | tuple[int, int] | list[int]
 Numbers = float | Sequence[float] | np.ndarray  # one number, or one per output channel
 TrainingPair = tuple[MatrixLike, MatrixLike | None] | dict[str, MatrixLike]
 
-# The server sends a comment every 15 s on a quiet event stream; a read that waits longer means it is gone.
+# The server sends a comment on a quiet event stream every KEEPALIVE_SECONDS (api/events.py, checked below this by
+# tests/test_agreement.py); a read that waits longer means it is gone.
 STREAM_READ_TIMEOUT = 60.0
 MAX_PAGE = 100
+
+
+class CorrelationOptions(TypedDict, total=False):
+    """A correlation's options, for an input matrix and an image alike; left out or None: the server's default."""
+
+    padding: Pair | None  # zero padding: one integer or (ph, pw)
+    stride: Pair | None  # one integer or (sh, sw)
+    bias: Numbers | None  # one number, or one per output channel of an O x C x kh x kw kernel
+    device: Device | None
+    result_format: str | None  # "lists" or "base64"
 
 
 class Client:
@@ -57,20 +69,15 @@ class Client:
         input: MatrixLike,
         kernel: MatrixLike,
         *,
-        padding: Pair | None = None,
-        stride: Pair | None = None,
-        bias: Numbers | None = None,
-        device: Device | None = None,
-        result_format: str | None = None,
         wait: int | None = None,
+        **options: Unpack[CorrelationOptions],
     ) -> Job:
         """Submit a cross-correlation; with `wait`, the server holds the answer up to that many seconds for the end.
 
         `input` is H x W or C x H x W; `kernel` kh x kw, C x kh x kw (one output) or O x C x kh x kw (O outputs,
-        with one `bias` each if it is a list).
+        with one `bias` each if it is a list). `options`: see CorrelationOptions.
         """
-        body = {"input": to_wire(input), "kernel": to_wire(kernel)}
-        body |= _correlation_options(padding, stride, bias, device, result_format)
+        body = {"input": to_wire(input), "kernel": to_wire(kernel)} | _correlation_options(options)
         return self._submit("/v1/correlations", body, wait)
 
     def correlate_image(
@@ -78,19 +85,16 @@ class Client:
         image: str | Path | bytes,
         kernel: MatrixLike | str,
         *,
-        padding: Pair | None = None,
-        stride: Pair | None = None,
-        bias: Numbers | None = None,
-        device: Device | None = None,
-        result_format: str | None = None,
         wait: int | None = None,
+        **options: Unpack[CorrelationOptions],
     ) -> Job:
         """Correlate a PNG or JPEG image (a path, or its bytes) as a grayscale matrix in [0, 1] with `kernel`.
 
         `kernel` may be a matrix or the name of one of kernels(); output_png() draws the output.
+        `options`: see CorrelationOptions.
         """
         name, content = ("image", image) if isinstance(image, bytes) else (Path(image).name, Path(image).read_bytes())
-        fields = {"kernel": to_wire(kernel)} | _correlation_options(padding, stride, bias, device, result_format)
+        fields = {"kernel": to_wire(kernel)} | _correlation_options(options)
         form = {key: _form_value(key, value) for key, value in fields.items()}
         files = {"image": (name, content, "application/octet-stream")}
         return Job.from_json(self._request("POST", "/v1/correlations", data=form, files=files, headers=_prefer(wait)))
@@ -284,12 +288,15 @@ def _unreachable(base_url: str, error: httpx.TransportError) -> ServerUnreachabl
     return ServerUnreachable(f"cannot reach the convq API at {base_url}: {error or type(error).__name__}")
 
 
-def _correlation_options(
-    padding: Pair | None, stride: Pair | None, bias: Numbers | None, device: Device | None, result_format: str | None
-) -> dict:
+def _correlation_options(options: CorrelationOptions) -> dict:
     """A correlation's options that were given, as the API takes them (in a JSON body or a form alike)."""
-    options = {"padding": padding, "stride": stride, "bias": _numbers(bias), "device": device}
-    return _given(options | {"result_format": result_format})
+    unknown = options.keys() - CorrelationOptions.__annotations__.keys()
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    return _given(
+        {name: options.get(name) for name in CorrelationOptions.__annotations__}
+        | {"bias": _numbers(options.get("bias"))}
+    )
 
 
 def _numbers(value: Numbers | None) -> float | list[float] | None:

@@ -53,8 +53,13 @@ _IDEMPOTENCY_PREFIX = "convq:idempotency:"  # + owner + ":" + key
 _UNFINISHED_KEY = "convq:unfinished"
 _RECONCILER_LOCK = "convq:reconciler"  # held by the one worker whose sweep runs now
 _WRITE_PROBE_KEY = "convq:readiness"  # written by readiness checks: does Redis take a write?
-# A stream read waits at most this long, so that keep-alives and deadlines are honoured.
+# A stream read waits at most this long, so that keep-alives and deadlines are honoured; the blocking connection's
+# socket timeout is longer, or a quiet stream would read as a lost Redis.
 STREAM_BLOCK_SECONDS = 15
+BLOCKING_SOCKET_TIMEOUT_SECONDS = STREAM_BLOCK_SECONDS + 5
+# A running training records its losses at least this often (worker.progress), and learns each time whether it
+# was cancelled: a cancelled training stops within one epoch or this, whichever is longer.
+FLUSH_SECONDS = 0.1
 # Requests and results up to this size go through the job scripts (one round trip); bigger ones by SET and GET,
 # as Lua copies cost a few ms per MB (jobstore_scripts).
 WRITE_BYTES = 4 * 1024 * 1024
@@ -260,7 +265,7 @@ class JobStore:
             retry=Retry(ExponentialWithJitterBackoff(base=retry.base, cap=retry.cap), retry.retries),
             **common,
         )
-        blocking = Redis.from_url(settings.redis_url, socket_timeout=STREAM_BLOCK_SECONDS + 5, **common)
+        blocking = Redis.from_url(settings.redis_url, socket_timeout=BLOCKING_SOCKET_TIMEOUT_SECONDS, **common)
         return cls(
             redis,
             settings.job_ttl_seconds,

@@ -8,7 +8,7 @@ context as a `Limits`; without one (in the worker) nothing is limited.
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 from annotated_types import Ge, Le, Lt, MaxLen, MinLen
@@ -480,7 +480,8 @@ class KernelTrainingRequest(Request):
 
 JobKind = Literal["correlation", "kernel_training"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_KINDS: tuple[str, ...] = get_args(JobKind)
+JOB_STATUSES: tuple[str, ...] = get_args(JobStatus)
 FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 

@@ -12,9 +12,8 @@ from PIL import Image
 from api import create_app
 from shared.settings import Settings
 from shared.startup import warn_if_open
-from tests.conftest import wait_for_job
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, K_2X2, X_3X3, Y_3X3
-from tests.support import RedisServer
+from tests.support import RedisServer, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -23,9 +23,9 @@ import requests
 from api import create_app
 from shared.jobstore import JobStore
 from shared.logs import redact
-from shared.schemas import FINISHED, CorrelationRequest
+from shared.schemas import CorrelationRequest
 from shared.settings import Settings
-from tests.support import RedisServer, Stack, free_port, wait_until
+from tests.support import RedisServer, Stack, finished_job, free_port, wait_until
 
 CLOCKS = {"RESTORE_SWEEP_SECONDS": "1", "JOB_TIME_LIMIT_SECONDS": "6", "REDELIVERY_MARGIN_SECONDS": "1"}
 TRAINING = {
@@ -108,9 +108,7 @@ def correlation(number: int) -> dict:
 
 def wait_until_finished(stack: Stack, job_id: str, timeout: float) -> dict:
     url = f"{stack.url}/v1/jobs/{job_id}"
-    return wait_until(
-        lambda: (job := requests.get(url, timeout=10).json())["status"] in FINISHED and job, timeout, f"job {job_id}"
-    )
+    return finished_job(lambda: requests.get(url, timeout=10).json(), timeout, f"job {job_id}")
 
 
 def test_a_full_redis_answers_507_loses_no_job_and_keeps_the_worker(stack, redis):

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from services import corr2d_reference, strategy
-from tests.conftest import wait_for_job
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, EDGES, K_2X2, TRANSPOSED_EDGES, X_3X3, Y_3X3, transpose
-from tests.support import wait_until
+from tests.support import wait_for_job, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 
