@@ -19,8 +19,8 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.body import body_too_large, validate
+from api.kernels import KERNELS
 from api.problems import ProblemError, invalid
-from shared.kernels import KERNELS
 from shared.schemas import CorrelationRequest, Limits
 
 IMAGE_FORMATS = ("PNG", "JPEG")

@@ -10,14 +10,14 @@ from flask import Blueprint, Response, g, request, stream_with_context, url_for
 
 from api import access, events, holds
 from api.body import parse_body
+from api.kernels import KERNELS
 from api.problems import ProblemError, QueueUnavailable, invalid
 from api.responses import json_response
 from api.runtime import runtime
 from api.uploads import parse_image_correlation
 from shared import logs
 from shared.arrays import dump_json, to_array
-from shared.jobstore import IdempotencyConflict, QueueFull, Route
-from shared.kernels import KERNELS
+from shared.jobstore import IdempotencyConflict
 from shared.schemas import (
     FINISHED,
     JOB_KINDS,
@@ -27,7 +27,7 @@ from shared.schemas import (
     KernelTrainingRequest,
     Problem,
 )
-from shared.taskqueue import TASK_FOR_KIND, route
+from shared.taskqueue import TASK_FOR_KIND, QueueFull, Route, route
 
 log = logging.getLogger(__name__)
 

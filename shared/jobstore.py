@@ -40,6 +40,7 @@ from redis.retry import Retry
 from shared import jobstore_scripts as scripts
 from shared.schemas import JobKind, Problem
 from shared.settings import Settings
+from shared.taskqueue import UNCHECKED_CPU_QUEUE, QueueFull, Route
 
 _PREFIX = "convq:job:"
 # Counters of every job ever seen, for /metrics; updated by the same scripts that change job states,
@@ -64,7 +65,8 @@ FLUSH_SECONDS = 0.1
 # as Lua copies cost a few ms per MB (jobstore_scripts).
 WRITE_BYTES = 4 * 1024 * 1024
 INLINE_BYTES = 64 * 1024
-# Upper bounds (seconds) of the job run time histogram's buckets.
+# Upper bounds (seconds) of the job run time histogram's buckets. Workers count each run time in its bucket as it ends
+# (the metrics hash's run_seconds_bucket:<kind>:<bound> fields), so the bounds are part of the stored format.
 RUN_TIME_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600)
 
 
@@ -124,8 +126,8 @@ class Event:
 
 
 @dataclass(frozen=True)
-class JobMetrics:
-    """What the metrics hash holds, by job kind."""
+class JobCounts:
+    """What the metrics hash holds, by job kind: plain counts (api.telemetry turns them into Prometheus metrics)."""
 
     submitted: dict[str, int]
     finished: dict[tuple[str, str], int]  # (kind, status) -> count
@@ -134,7 +136,7 @@ class JobMetrics:
     run_seconds_sum: dict[str, float]
 
     @classmethod
-    def parse(cls, fields: dict[bytes, bytes]) -> "JobMetrics":
+    def parse(cls, fields: dict[bytes, bytes]) -> "JobCounts":
         submitted, finished, buckets, sums, epochs = {}, {}, {}, {}, 0
         for raw_name, raw_value in fields.items():
             name, value = raw_name.decode(), raw_value.decode()
@@ -172,21 +174,6 @@ class Memory(NamedTuple):
 
 class AttemptsExhausted(Exception):
     """A job was started more times than allowed: its worker died on every attempt."""
-
-
-class Route(NamedTuple):
-    """Where a job's message goes: its device class (cpu, gpu), that class's Celery queue, and how many it holds."""
-
-    device: str
-    queue: str  # "": no queue to check
-    capacity: int
-
-
-UNCHECKED_CPU_QUEUE = Route("cpu", "", 2**53)
-
-
-class QueueFull(Exception):
-    """The queue holds as many messages as it may: the job was not created."""
 
 
 class IdempotencyConflict(Exception):
@@ -457,13 +444,9 @@ class JobStore:
         info = self.redis.info("memory")
         return Memory(int(info["used_memory"]), int(info.get("maxmemory", 0)), writable)
 
-    def queue_length(self, queue: str) -> int:
-        """How many messages wait in a Celery queue (not those a worker holds): its Redis list, read fast."""
-        return self.redis.llen(queue)
-
-    def metrics(self) -> JobMetrics:
-        """The job counters: submitted, finished by status, epochs run, run times."""
-        return JobMetrics.parse(self.redis.hgetall(METRICS_KEY))
+    def counts(self) -> "JobCounts":
+        """The job counters: submitted, finished by status, epochs run, run times (api.telemetry exports them)."""
+        return JobCounts.parse(self.redis.hgetall(METRICS_KEY))
 
     # --- used by workers -------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ from worker.runner import run_job
 
 @app.task(name=TASK_FOR_KIND["correlation"])
 def correlate(job_id: str) -> None:
-    run_job(job_id, CorrelationRequest, compute.correlate)
+    # A correlation has no epochs to report: the runner's epoch callback is not passed on.
+    run_job(job_id, CorrelationRequest, lambda request, device, _on_epoch: compute.correlate(request, device))
 
 
 @app.task(name=TASK_FOR_KIND["kernel_training"])
