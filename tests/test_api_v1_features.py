@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from api import create_app
+from shared.jobstore import JobKeys, idempotency_key_for
 from shared.settings import Settings
 from shared.startup import warn_if_open
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, K_2X2, X_3X3, Y_3X3
@@ -216,10 +217,10 @@ def test_a_quiet_stream_sends_keep_alives(private_redis):
 
 def test_an_idempotency_key_lives_as_long_as_its_job(private_redis):
     client = create_app(Settings(redis_url=private_redis.url, job_ttl_seconds=60)).test_client()
-    client.post("/v1/correlations", json=TINY, headers={"Idempotency-Key": "expiring"})
+    job = client.post("/v1/correlations", json=TINY, headers={"Idempotency-Key": "expiring"}).get_json()
     redis = private_redis.client()
-    [key] = list(redis.scan_iter("convq:idempotency:*"))
-    [record] = [name for name in redis.scan_iter("convq:job:*") if name.count(b":") == 2]
+    [key] = list(redis.scan_iter(idempotency_key_for("*", "*")))
+    record = JobKeys.of(job["id"]).record
     assert 55 < redis.ttl(key) <= 60 and abs(redis.ttl(key) - redis.ttl(record)) <= 1
 
 

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from api import create_app
-from shared.jobstore import JobStore
+from shared.jobstore import JobStore, job_keys_pattern
 from shared.logs import redact
 from shared.schemas import CorrelationRequest
 from shared.settings import Settings
@@ -263,13 +263,13 @@ def test_a_message_that_cannot_be_sent_discards_its_job_whatever_kombu_raises(st
     def closed_channel(*_, **__):
         raise AttributeError("'NoneType' object has no attribute 'client'")  # what kombu raised in the attack
 
-    jobs_before = set(redis.keys("convq:job:*"))
+    jobs_before = set(redis.keys(job_keys_pattern()))
     monkeypatch.setattr(queue, "send_task", closed_channel)
     body, headers = {"input": [[1.0, 2.0]], "kernel": [[3.0]]}, {"Idempotency-Key": "send-fails"}
     refused = client.post("/v1/correlations", json=body, headers=headers)
     assert refused.status_code == 503 and refused.mimetype == "application/problem+json"
     assert int(refused.headers["Retry-After"]) > 0
-    assert set(redis.keys("convq:job:*")) == jobs_before  # discarded, key and all
+    assert set(redis.keys(job_keys_pattern())) == jobs_before  # discarded, key and all
     monkeypatch.undo()
 
     retried = client.post("/v1/correlations", json=body, headers=headers)
