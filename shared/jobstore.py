@@ -41,7 +41,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
-from shared.schemas import JobKind, Problem
+from shared.schemas import Job, JobKind, JobSummary, Problem
 from shared.settings import Settings
 from shared.taskqueue import UNCHECKED_CPU_QUEUE, QueueFull, Route
 
@@ -373,7 +373,9 @@ class JobStore:
         """The job as the API shows it, its result spliced in as raw JSON; None if unknown, expired or not owner's."""
         return self._views([job_id], owner, with_result)[0]
 
-    def _views(self, job_ids: list[str], owner: str | None, with_result: bool) -> list[dict | None]:
+    def _views(
+        self, job_ids: list[str], owner: str | None, with_result: bool, model: type[JobSummary] = Job
+    ) -> list[dict | None]:
         """Several jobs as the API shows them, read in one round trip; without results, the result key is not read."""
 
         def read(pipe: Pipeline) -> None:
@@ -390,7 +392,7 @@ class JobStore:
             fields = {key.decode(): value.decode() for key, value in record.items()}
             visible = fields and (owner is None or fields.get("owner") == owner)
             views.append(
-                self._view(fields, result if with_result else None, epochs_done, last_loss) if visible else None
+                self._view(fields, result if with_result else None, epochs_done, last_loss, model) if visible else None
             )
         return views
 
@@ -454,13 +456,12 @@ class JobStore:
             page = self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit, withscores=True)
             if not page:
                 return found, None
-            views = self._views([member.decode() for member, _ in page], owner, with_result=False)
+            views = self._views([member.decode() for member, _ in page], owner, with_result=False, model=JobSummary)
             for (member, score), job in zip(page, views, strict=True):
                 upper = f"({int(score)}"
                 if job is None:
                     self.redis.zrem(index, member)  # expired: forget it
                 elif status in (None, job["status"]) and kind in (None, job["kind"]):
-                    job.pop("result")
                     found.append(job)
                     last = int(score)
                     if len(found) == limit:
@@ -635,13 +636,23 @@ class JobStore:
     # --- the job as the API shows it -------------------------------------------------------
 
     @staticmethod
-    def _view(fields: dict[str, str], result: bytes | None, epochs_done: int, last_loss: bytes | None) -> dict:
+    def _view(
+        fields: dict[str, str],
+        result: bytes | None,
+        epochs_done: int,
+        last_loss: bytes | None,
+        model: type[JobSummary] = Job,
+    ) -> dict:
+        """The job as the API answers it: a dump of `model` (Job, or JobSummary in lists), its JSON parts unparsed.
+
+        Built without validation (the store wrote every field), so the answer has exactly the model's fields.
+        """
         progress = None
         if "epochs" in fields:
             loss = float(last_loss) if last_loss is not None else None
             progress = {"epoch": epochs_done, "epochs": int(fields["epochs"]), "loss": loss}
         error = fields.get("error")
-        return {
+        view = {
             "id": fields["id"],
             "kind": fields["kind"],
             "status": fields["status"],
@@ -656,6 +667,8 @@ class JobStore:
             "result": orjson.Fragment(result) if result is not None else None,
             "error": orjson.Fragment(error) if error is not None else None,
         }
+        # warnings off: result and error are orjson.Fragments, passed through as they are.
+        return model.model_construct(**view).model_dump(warnings=False)
 
 
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:

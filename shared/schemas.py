@@ -525,8 +525,10 @@ class Progress(BaseModel):
     loss: float | None
 
 
-class Job(BaseModel):
-    """GET /v1/jobs/<id>: one job, as the job store holds it."""
+# The job store's answers are dumps of these two models (shared.jobstore.JobStore._view): the document cannot differ
+# from them. (`error` and Job's `result` are kept by the store as JSON and spliced into the answer unparsed.)
+class JobSummary(BaseModel):
+    """A job in a list: everything but its result."""
 
     id: str
     kind: JobKind
@@ -539,25 +541,13 @@ class Job(BaseModel):
     queue: Literal["cpu", "gpu"] = Field(description="the workers it was queued for")
     device: str | None = Field(description="where its last attempt ran: cpu, cuda:0, ...; null before it starts")
     progress: Progress | None
+    error: Problem | None
+
+
+class Job(JobSummary):
+    """GET /v1/jobs/<id>: one job, as the job store holds it."""
+
     result: CorrelationResult | TrainingResult | None
-    error: Problem | None
-
-
-class JobSummary(BaseModel):
-    """A job in a list: everything but its result."""
-
-    id: str
-    kind: JobKind
-    status: JobStatus
-    attempts: int
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    expires_at: str
-    queue: Literal["cpu", "gpu"]
-    device: str | None
-    progress: Progress | None
-    error: Problem | None
 
 
 class JobList(BaseModel):

@@ -20,7 +20,7 @@ from shared.jobstore import (
     job_keys_pattern,
     pending_result_key_for,
 )
-from shared.schemas import Problem
+from shared.schemas import Job, JobSummary, Problem
 
 REQUEST = b'{"input": [[1.0]]}'
 OWNER = "anonymous"
@@ -158,3 +158,11 @@ def test_each_script_uses_only_the_keys_declared_for_it():
         used = set(re.findall(r"\b(\w+)_key\b", code))
         assert used and used <= set(layout), f"{name} uses undeclared keys {used - set(layout)}"
         assert "KEYS[" not in code, f"{name} reads a key by position"
+
+
+def test_the_store_answers_with_exactly_the_documented_models_fields(store):
+    """The API's answers are the store's views: dumps of Job and JobSummary, whose schemas the document holds."""
+    job_id = store.create("kernel_training", REQUEST, "listed", epochs=2)[0]["id"]
+    assert list(store.get(job_id)) == list(Job.model_fields)
+    [listed], _ = store.jobs("listed", status=None, kind=None, limit=10, before=None)
+    assert list(listed) == list(JobSummary.model_fields) and listed["id"] == job_id
