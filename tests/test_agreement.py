@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import client.client
 import client.models
 import services
-from api import events, v1
+from api import events, parameters
 from shared import schemas
 from shared.jobstore import BLOCKING_SOCKET_TIMEOUT_SECONDS, JobStore
 from shared.settings import Settings
@@ -34,7 +34,7 @@ def test_every_job_kind_has_a_task_and_the_client_knows_the_same_kinds_and_statu
 
 
 def test_the_client_pages_by_the_api_s_largest_page():
-    assert client.client.MAX_PAGE == v1.MAX_PAGE
+    assert parameters.PAGE_LIMIT.high == client.client.MAX_PAGE
 
 
 def test_a_quiet_event_stream_s_keep_alive_comes_before_any_reader_gives_up():
