@@ -9,14 +9,8 @@ from pydantic.json_schema import models_json_schema
 from api import parameters, problems, uploads
 from api.events import EVENT_ID
 from shared.jobstore import FLUSH_SECONDS
-from shared.schemas import (
-    CorrelationRequest,
-    Job,
-    JobList,
-    KernelTrainingRequest,
-    LossPage,
-    Problem,
-)
+from shared.request_models import CorrelationRequest, KernelTrainingRequest
+from shared.response_models import Job, JobList, LossPage, Problem
 from shared.settings import Settings
 
 PROBLEM = "application/problem+json"

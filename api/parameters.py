@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from flask import request
 
 from api.problems import ProblemError, invalid
-from shared.schemas import JOB_KINDS, JOB_STATUSES
+from shared.response_models import JOB_KINDS, JOB_STATUSES
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII
 _DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit would also take "²"

@@ -23,7 +23,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from api.body import body_too_large, validate
 from api.kernels import KERNELS
 from api.problems import ProblemError, invalid
-from shared.schemas import CorrelationRequest, Limits
+from shared.request_models import CorrelationRequest
+from shared.shapes import Limits
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")  # Pillow's modes for 16-bit grayscale PNGs

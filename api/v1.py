@@ -18,13 +18,8 @@ from api.uploads import parse_image_correlation
 from shared import logs
 from shared.arrays import dump_json, to_array
 from shared.jobstore import IdempotencyConflict
-from shared.schemas import (
-    FINISHED,
-    CorrelationRequest,
-    JobKind,
-    KernelTrainingRequest,
-    Problem,
-)
+from shared.request_models import CorrelationRequest, KernelTrainingRequest
+from shared.response_models import FINISHED, JobKind, Problem
 from shared.taskqueue import TASK_FOR_KIND, QueueFull, Route, route
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
-from shared.schemas import Job, JobKind, JobSummary, Problem
+from shared.response_models import Job, JobKind, JobSummary, Problem
 from shared.settings import Settings
 from shared.taskqueue import UNCHECKED_CPU_QUEUE, QueueFull, Route
 

@@ -16,7 +16,7 @@ from celery import Celery
 from kombu import Queue
 from redis import Redis
 
-from shared.schemas import JobKind
+from shared.response_models import JobKind
 from shared.settings import Settings
 
 TASK_FOR_KIND: dict[JobKind, str] = {

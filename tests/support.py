@@ -16,7 +16,7 @@ import requests
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from shared.schemas import FINISHED
+from shared.response_models import FINISHED
 from shared.settings import Settings
 from shared.taskqueue import create_celery
 

@@ -13,7 +13,7 @@ import client.client
 import client.models
 import services
 from api import events, parameters
-from shared import schemas
+from shared import response_models, shapes
 from shared.jobstore import BLOCKING_SOCKET_TIMEOUT_SECONDS, JobStore
 from shared.settings import Settings
 from shared.taskqueue import TASK_FOR_KIND
@@ -24,13 +24,13 @@ pairs = st.tuples(st.integers(1, 50), st.integers(1, 50))
 @given(pairs, pairs, st.tuples(st.integers(0, 5), st.integers(0, 5)), pairs)
 def test_the_api_and_the_core_compute_the_same_output_shape(input_shape, kernel_shape, padding, stride):
     expected = services.output_shape(input_shape, kernel_shape, padding, stride)
-    assert schemas.output_shape(input_shape, kernel_shape, padding, stride) == expected
+    assert shapes.output_shape(input_shape, kernel_shape, padding, stride) == expected
 
 
 def test_every_job_kind_has_a_task_and_the_client_knows_the_same_kinds_and_statuses():
-    assert tuple(TASK_FOR_KIND) == schemas.JOB_KINDS
-    assert get_args(client.models.JobKind) == schemas.JOB_KINDS
-    assert get_args(client.models.JobStatus) == schemas.JOB_STATUSES
+    assert tuple(TASK_FOR_KIND) == response_models.JOB_KINDS
+    assert get_args(client.models.JobKind) == response_models.JOB_KINDS
+    assert get_args(client.models.JobStatus) == response_models.JOB_STATUSES
 
 
 def test_the_client_pages_by_the_api_s_largest_page():

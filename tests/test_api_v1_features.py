@@ -12,7 +12,7 @@ from PIL import Image
 
 from api import create_app, parameters, problems
 from shared.jobstore import JobKeys, idempotency_key_for
-from shared.schemas import CorrelationRequest
+from shared.request_models import CorrelationRequest
 from shared.settings import Settings
 from shared.startup import warn_if_open
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, K_2X2, X_3X3, Y_3X3

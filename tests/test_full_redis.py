@@ -23,7 +23,7 @@ import requests
 from api import create_app
 from shared.jobstore import JobStore, job_keys_pattern
 from shared.logs import redact
-from shared.schemas import CorrelationRequest
+from shared.request_models import CorrelationRequest
 from shared.settings import Settings
 from tests.support import RedisServer, Stack, finished_job, free_port, wait_until
 

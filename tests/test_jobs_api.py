@@ -254,7 +254,7 @@ def test_health_and_readiness(client):
 
 
 def test_jobs_match_the_documented_model(client):
-    from shared.schemas import Job
+    from shared.response_models import Job
 
     for job in (
         correlate(client, {"input": X_3X3, "kernel": K_2X2}),

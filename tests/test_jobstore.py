@@ -20,7 +20,7 @@ from shared.jobstore import (
     job_keys_pattern,
     pending_result_key_for,
 )
-from shared.schemas import Job, JobSummary, Problem
+from shared.response_models import Job, JobSummary, Problem
 
 REQUEST = b'{"input": [[1.0]]}'
 OWNER = "anonymous"

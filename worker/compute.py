@@ -9,7 +9,7 @@ import torch
 from services import EpochCallback, OutputNotFinite, Training, fit_kernel, strategy
 from services import correlate as correlate_tensors
 from shared.arrays import to_json
-from shared.schemas import CorrelationRequest, KernelTrainingRequest
+from shared.request_models import CorrelationRequest, KernelTrainingRequest
 
 log = logging.getLogger(__name__)
 

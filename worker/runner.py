@@ -31,7 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from services import EpochCallback, OutputNotFinite, TrainingDiverged, pick_device
 from shared import logs
 from shared.jobstore import Attempt, AttemptsExhausted, JobStore, out_of_memory
-from shared.schemas import Problem
+from shared.response_models import Problem
 from shared.settings import get_settings
 from worker.progress import EpochRecorder, ProgressNotRecorded
 

@@ -1,6 +1,6 @@
 """The Celery tasks: thin wrappers that run one job of each kind through the job runner."""
 
-from shared.schemas import CorrelationRequest, KernelTrainingRequest
+from shared.request_models import CorrelationRequest, KernelTrainingRequest
 from shared.taskqueue import TASK_FOR_KIND
 from worker import compute
 from worker.celery_app import app
