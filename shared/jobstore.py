@@ -3,19 +3,10 @@
 Every key is built by name in one block below (JobKeys and the functions and constants beside it), and each Lua
 script's keys are declared from there (SCRIPT_KEYS); kombu's keys (the Celery queues) are shared.taskqueue's.
 
-A job is five keys, all expiring `ttl` seconds after the job's last change:
-
-    convq:job:<id>          hash: id, kind, status, owner, timestamps, epochs, attempts, cancel flag, error
-    convq:job:<id>:request  the validated request as JSON (matrices in base64), written once at submission
-    convq:job:<id>:result   the result as JSON, written once by the attempt that finishes the job
-    convq:job:<id>:losses   list: the loss of epoch i at index i - 1
-    convq:job:<id>:events   stream: a progress entry per epoch (id "<epoch>-0"), then one status entry
-
-(and, for a moment, convq:job:<id>:result:<attempt>: a big result waiting for FINISH to accept it)
-
-and, beside them, each owner's index of job ids (a sorted set, newest highest),
-idempotency keys, the metrics hash (never expires), and the index of unfinished jobs
-(a sorted set scored by when each is due for the reconciler's look: see due_jobs).
+A job is five keys (JobKeys), all expiring `ttl` seconds after the job's last change: its record,
+request, result, losses and events; for a moment, an attempt's pending result. Beside them: each
+owner's index of job ids, idempotency keys, the metrics hash (never expires), and the index of
+unfinished jobs (a sorted set scored by when each is due for the reconciler's look: see due_jobs).
 
 Workers may be killed and messages redelivered, so every state change is one
 Lua script (shared.jobstore_scripts) that checks the state it expects: an
@@ -63,15 +54,16 @@ WRITE_PROBE_KEY = "convq:readiness"  # written by readiness checks: does Redis t
 class JobKeys(NamedTuple):
     """A job's keys (and the metrics hash, which every script updates), in the order every script takes them."""
 
-    record: str  # convq:job:<id>, a hash
-    request: str  # convq:job:<id>:request
-    result: str  # convq:job:<id>:result
-    losses: str  # convq:job:<id>:losses
-    events: str  # convq:job:<id>:events
-    metrics: str  # METRICS_KEY
+    record: str  # hash: id, kind, status, owner, timestamps, epochs, attempts, cancel flag, error
+    request: str  # the validated request as JSON (matrices in base64), written once at submission
+    result: str  # the result as JSON, written once by the attempt that finishes the job
+    losses: str  # list: the loss of epoch i at index i - 1
+    events: str  # stream: a progress entry per epoch (id "<epoch>-0"), then one status entry
+    metrics: str  # METRICS_KEY, not the job's own
 
     @classmethod
     def of(cls, job_id: str) -> "JobKeys":
+        """convq:job:<id>, then convq:job:<id>:request, :result, :losses and :events; then the metrics hash."""
         record = _PREFIX + job_id
         return cls(record, record + ":request", record + ":result", record + ":losses", record + ":events", METRICS_KEY)
 
@@ -119,6 +111,8 @@ class _Script:
         self._script = redis.register_script(declarations + getattr(scripts, name))
 
     def __call__(self, keys: JobKeys, args: list, **other_keys: str):
+        if not other_keys.keys() <= set(self.layout):
+            raise TypeError(f"the script takes no key {', '.join(other_keys.keys() - set(self.layout))}")
         named = keys._asdict() | _FIXED_KEYS | other_keys
         return self._script(keys=[named[name] for name in self.layout], args=args)
 
