@@ -15,7 +15,7 @@ from flask_limiter import Limiter, RequestLimit
 
 from api.problems import ProblemError, problem_response
 from api.runtime import runtime
-from shared.schemas import Problem
+from shared.response_models import Problem
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from api import bulk
 from api.problems import ProblemError, invalid, invalid_request, json_pointer
-from shared.schemas import Limits, Problem
+from shared.response_models import Problem
+from shared.shapes import Limits
 
 READ_BYTES = 1024 * 1024
 

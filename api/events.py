@@ -12,11 +12,13 @@ from collections.abc import Iterator
 
 import orjson
 
-from shared.jobstore import JobStore
+from shared.jobstore import STREAM_BLOCK_SECONDS, JobStore
 
 # A Redis stream id ("12" means "12-0"); 19 digits keep each part within the 64 bits Redis accepts.
 EVENT_ID = re.compile(r"\d{1,19}(-\d{1,19})?")
-KEEPALIVE_SECONDS = 15
+# A quiet stream gets a comment each time a read of the job's events comes back empty. It must stay below the job
+# store's BLOCKING_SOCKET_TIMEOUT_SECONDS and the client's STREAM_READ_TIMEOUT (tests/test_agreement.py checks both).
+KEEPALIVE_SECONDS = STREAM_BLOCK_SECONDS
 
 
 def stream(store: JobStore, job: dict, owner: str, after: str, lifetime: float) -> Iterator[bytes]:

@@ -15,7 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.problems import ProblemError
 from api.responses import json_response
 from api.runtime import Runtime, runtime
-from shared.schemas import Problem
+from shared.response_models import Problem
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections import Counter
 from flask import Flask, Response, current_app
 
 from api.problems import ProblemError
-from shared.schemas import Problem
+from shared.response_models import Problem
 
 RETRY_AFTER_SECONDS = 5
 

@@ -6,18 +6,12 @@ module only lays the routes, parameters, headers and responses around it.
 
 from pydantic.json_schema import models_json_schema
 
+from api import parameters, problems, uploads
 from api.events import EVENT_ID
-from shared.schemas import (
-    JOB_STATUSES,
-    CorrelationRequest,
-    Job,
-    JobList,
-    KernelTrainingRequest,
-    LossPage,
-    Problem,
-)
+from shared.jobstore import FLUSH_SECONDS
+from shared.request_models import CorrelationRequest, KernelTrainingRequest
+from shared.response_models import Job, JobList, LossPage, Problem
 from shared.settings import Settings
-from shared.taskqueue import TASK_FOR_KIND
 
 PROBLEM = "application/problem+json"
 _REF = "#/components/schemas/{model}"
@@ -41,7 +35,7 @@ def _problems(*statuses: int) -> dict:
         404: "No such job (unknown, expired, or another key's)",
         409: "The job has no output: it is not a succeeded correlation",
         413: "Body over MAX_BODY_BYTES, or an image over MAX_MATRIX_ELEMENTS pixels",
-        414: "URL over 8192 characters",
+        414: f"URL over {problems.MAX_URL_LENGTH} characters",
         415: "Body is not application/json (nor, for correlations, multipart/form-data)",
         422: "Invalid request; `errors` point at each fault",
         429: "Too many submissions or open streams for this key, or the queue is full",
@@ -96,29 +90,10 @@ _KERNELS = {
 _JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
 
 
-def _query(name: str, schema: dict, description: str) -> dict:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
-
-
 def _header_parameter(name: str, schema: dict, description: str) -> dict:
     return {"name": name, "in": "header", "required": False, "schema": schema, "description": description}
 
 
-# POST /v1/correlations as a form (api/uploads.py): the image is the input; the other fields hold JSON text.
-_IMAGE_FORM = {
-    "type": "object",
-    "required": ["image", "kernel"],
-    "properties": {
-        "image": {"type": "string", "format": "binary", "description": "a PNG or JPEG file"},
-        "kernel": {"type": "string", "description": "the kernel as JSON, or a preset's name (GET /v1/kernels)"},
-        "padding": {"type": "string", "description": "JSON: an integer or [ph, pw]"},
-        "stride": {"type": "string", "description": "JSON: an integer or [sh, sw]"},
-        "bias": {"type": "string", "description": "JSON: a number, or one per output channel"},
-        "result_format": {"type": "string", "enum": ["lists", "base64"]},
-        "device": {"type": "string", "enum": ["auto", "cpu", "gpu"]},
-    },
-    "additionalProperties": False,
-}
 # A file is `format: binary` (what client generators read as a file; 3.1 would also allow an empty schema).
 _IMAGE = {"image/png": {"schema": {"type": "string", "format": "binary"}}}
 _TEXT = {"schema": {"type": "string"}}
@@ -133,20 +108,21 @@ def _picture(summary: str, content: dict, statuses: tuple[int, ...], parameters:
 
 
 def _loss_chart(name: str, content: dict) -> dict:
-    scale = _query("scale", {"type": "string", "enum": ["linear", "log"]}, "the loss axis (linear)")
-    return _picture(f"The loss curve so far, as {name}", content, (400, 401, 404, 414, 503), [scale])
+    statuses = (400, 401, 404, 414, 503)
+    return _picture(f"The loss curve so far, as {name}", content, statuses, [parameters.SCALE.document()])
 
 
 def _submission(model: str, summary: str, form: dict | None = None) -> dict:
     body = {"application/json": {"schema": _ref(model)}}
     if form:
-        body["multipart/form-data"] = {"schema": form, "encoding": {"image": {"contentType": "image/png, image/jpeg"}}}
+        encoding = {uploads.IMAGE_FIELD: {"contentType": "image/png, image/jpeg"}}
+        body["multipart/form-data"] = {"schema": form, "encoding": encoding}
     return {
         "summary": summary,
         "parameters": [
             _header_parameter(
                 "Idempotency-Key",
-                {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                {"type": "string", "pattern": f"^{parameters.IDEMPOTENCY_KEY.pattern}$"},
                 "a retry with the same key and body returns the same job; another body is 422",
             ),
             _header_parameter(
@@ -190,7 +166,9 @@ def build(settings: Settings) -> dict:
         "paths": {
             "/v1/correlations": {
                 "post": _submission(
-                    "CorrelationRequest", "Cross-correlate an input (a matrix, or an image) with a kernel", _IMAGE_FORM
+                    "CorrelationRequest",
+                    "Cross-correlate an input (a matrix, or an image) with a kernel",
+                    uploads.form_schema(),
                 )
             },
             "/v1/kernel-trainings": {
@@ -200,12 +178,8 @@ def build(settings: Settings) -> dict:
                 "get": {
                     "summary": "The caller's jobs, newest first, without results",
                     "parameters": [
-                        _query("status", {"type": "string", "enum": list(JOB_STATUSES)}, "only jobs in this status"),
-                        _query("kind", {"type": "string", "enum": list(TASK_FOR_KIND)}, "only jobs of this kind"),
-                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "page size (20)"),
-                        _query(
-                            "cursor", {"type": "string", "pattern": r"^\d{1,18}$"}, "next_cursor of the previous page"
-                        ),
+                        query.document()
+                        for query in (parameters.STATUS, parameters.KIND, parameters.PAGE_LIMIT, parameters.CURSOR)
                     ],
                     "responses": {"200": _json("JobList", "A page of jobs"), **_problems(400, 401, 414, 503)},
                 }
@@ -217,11 +191,14 @@ def build(settings: Settings) -> dict:
                     "responses": {"200": _json("Job", "The job", _JOB_HEADERS), **_problems(401, 404, 414, 503)},
                 },
                 "delete": {
-                    "summary": "Cancel: a queued job never runs; a running training stops within an epoch (or 0.1 s)",
+                    "summary": "Cancel: a queued job never runs; a running training stops within an epoch "
+                    f"(or {FLUSH_SECONDS:g} s)",
                     "responses": {
                         "200": _json("Job", "Cancelled, or already finished (unchanged)", _JOB_HEADERS),
                         "202": _json(
-                            "Job", "Running: it will stop within one epoch or 0.1 s, whichever is longer", _JOB_HEADERS
+                            "Job",
+                            f"Running: it will stop within one epoch or {FLUSH_SECONDS:g} s, whichever is longer",
+                            _JOB_HEADERS,
                         ),
                         **_problems(401, 404, 414, 503, 507),
                     },
@@ -231,11 +208,7 @@ def build(settings: Settings) -> dict:
             | {
                 "get": {
                     "summary": "The losses of the epochs after `since`",
-                    "parameters": [
-                        _query(
-                            "since", {"type": "integer", "minimum": 0, "maximum": 999_999_999}, "epochs already seen"
-                        )
-                    ],
+                    "parameters": [parameters.SINCE.document()],
                     "responses": {
                         "200": _json("LossPage", "Losses", _RETRY_AFTER),
                         **_problems(400, 401, 404, 414, 503),

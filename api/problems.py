@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.responses import json_bytes
 from shared.jobstore import out_of_memory
-from shared.schemas import Problem
+from shared.response_models import Problem
 
 log = logging.getLogger(__name__)
 

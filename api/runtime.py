@@ -6,8 +6,8 @@ from celery import Celery
 from flask import current_app
 
 from shared.jobstore import JobStore
-from shared.schemas import Limits
 from shared.settings import Settings
+from shared.shapes import Limits
 
 
 @dataclass(frozen=True)

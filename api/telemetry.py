@@ -29,8 +29,8 @@ from redis.exceptions import RedisError
 
 from api.runtime import runtime
 from shared import logs
-from shared.jobstore import RUN_TIME_BUCKETS, JobMetrics
-from shared.taskqueue import QUEUE_NAMES
+from shared.jobstore import RUN_TIME_BUCKETS, JobCounts
+from shared.taskqueue import queue_lengths
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def metrics() -> Response:
     up = Gauge("convq_job_store_up", "1 if the job store (Redis) answered this scrape", registry=jobs)
     try:
         store = runtime().store
-        counters = store.metrics()
-        queued = {device: store.queue_length(name) for device, name in QUEUE_NAMES.items()}
+        counters = store.counts()
+        queued = queue_lengths(store.redis)
     except (RedisError, OperationalError) as error:
         log.warning("job metrics unavailable: %s", error)
         up.set(0)
@@ -104,7 +104,7 @@ def metrics() -> Response:
 class JobCollector:
     """Exports a snapshot of the job store's counters."""
 
-    def __init__(self, counters: JobMetrics, queued: dict[str, int]):
+    def __init__(self, counters: JobCounts, queued: dict[str, int]):
         self.counters, self.queued = counters, queued
 
     def collect(self):

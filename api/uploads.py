@@ -11,6 +11,8 @@ The other fields hold JSON, as in a JSON body (`kernel=[[1,-1]]`, `padding=1`,
 `kernel` may also name one of the presets of GET /v1/kernels (`kernel=sobel-x`).
 """
 
+from typing import get_args
+
 import jiter
 import numpy as np
 from flask import request
@@ -19,13 +21,15 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from api.body import body_too_large, validate
+from api.kernels import KERNELS
 from api.problems import ProblemError, invalid
-from shared.kernels import KERNELS
-from shared.schemas import CorrelationRequest, Limits
+from shared.request_models import CorrelationRequest
+from shared.shapes import Limits
 
 IMAGE_FORMATS = ("PNG", "JPEG")
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I")  # Pillow's modes for 16-bit grayscale PNGs
 TEXT_FIELDS = ("result_format", "device")
+IMAGE_FIELD = "image"  # the file, which becomes the request's `input`
 
 
 def parse_image_correlation(limits: Limits) -> CorrelationRequest:
@@ -36,16 +40,35 @@ def parse_image_correlation(limits: Limits) -> CorrelationRequest:
         raise body_too_large() from None
     fields = {name: _field(name, form.getlist(name)) for name in form}
     for name in files:
-        if name != "image":
+        if name != IMAGE_FIELD:
             raise _fault(f"/{name}", "unexpected_file", f"only one file is taken, named image, not {name!r}")
-    uploads = files.getlist("image")
+    uploads = files.getlist(IMAGE_FIELD)
     if len(uploads) != 1:
         raise _fault("/image", "missing" if not uploads else "too_many_files", "send exactly one file named image")
     if "input" in fields:
         raise _fault("/input", "input_and_image", "send the input as the image file, not as a field too")
     max_pixels = limits.max_matrix_elements or Image.MAX_IMAGE_PIXELS
     fields["input"] = grayscale(uploads[0], max_pixels)
-    return validate(CorrelationRequest, fields, limits, renamed={"input": "image"})
+    return validate(CorrelationRequest, fields, limits, renamed={"input": IMAGE_FIELD})
+
+
+def form_schema() -> dict:
+    """The form as parse_image_correlation takes it, for the OpenAPI document: CorrelationRequest's fields as text."""
+    properties: dict[str, dict] = {
+        IMAGE_FIELD: {"type": "string", "format": "binary", "description": "a PNG or JPEG file"}
+    }
+    required = [IMAGE_FIELD]
+    for name, field in CorrelationRequest.model_fields.items():
+        if name == "input":
+            continue
+        if name in TEXT_FIELDS:
+            properties[name] = {"type": "string", "enum": list(get_args(field.annotation))}
+        else:
+            how = "JSON, or a preset's name (GET /v1/kernels)" if name == "kernel" else "JSON"
+            properties[name] = {"type": "string", "description": f"{how}: {field.description}"}
+        if field.is_required():
+            required.append(name)
+    return {"type": "object", "required": required, "properties": properties, "additionalProperties": False}
 
 
 def grayscale(upload: FileStorage, max_pixels: int) -> np.ndarray:

@@ -8,18 +8,19 @@ from typing import TypeVar
 import orjson
 from flask import Blueprint, Response, g, request, stream_with_context, url_for
 
-from api import access, events, holds
+from api import access, events, holds, parameters
 from api.body import parse_body
+from api.kernels import KERNELS
 from api.problems import ProblemError, QueueUnavailable, invalid
 from api.responses import json_response
 from api.runtime import runtime
 from api.uploads import parse_image_correlation
 from shared import logs
 from shared.arrays import dump_json, to_array
-from shared.jobstore import IdempotencyConflict, QueueFull, Route
-from shared.kernels import KERNELS
-from shared.schemas import FINISHED, JOB_STATUSES, CorrelationRequest, JobKind, KernelTrainingRequest, Problem
-from shared.taskqueue import TASK_FOR_KIND, route
+from shared.jobstore import IdempotencyConflict
+from shared.request_models import CorrelationRequest, KernelTrainingRequest
+from shared.response_models import FINISHED, JobKind, Problem
+from shared.taskqueue import TASK_FOR_KIND, QueueFull, Route, route
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +32,7 @@ Found = TypeVar("Found")
 # How soon a client polling an unfinished job should ask again.
 POLL_AFTER_SECONDS = 1
 RETRY_WHEN_FULL_SECONDS = 5
-IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII
 PREFER_WAIT = re.compile(r"(?:^|[,;])\s*wait\s*=\s*(\d{1,6})\s*(?=$|[,;])", re.IGNORECASE)
-MAX_PAGE = 100
 MULTIPART = "multipart/form-data with an image"
 
 
@@ -60,10 +59,8 @@ def list_kernels() -> Response:
 @bp.get("/jobs")
 def list_jobs() -> Response:
     """The caller's jobs, newest first, without their results; ?status=&kind=&limit=&cursor= ."""
-    status = _query("status", _one_of(JOB_STATUSES), None, "one of " + ", ".join(JOB_STATUSES))
-    kind = _query("kind", _one_of(tuple(TASK_FOR_KIND)), None, "correlation or kernel_training")
-    limit = _query("limit", _whole_number(1, MAX_PAGE), 20, f"a whole number from 1 to {MAX_PAGE}")
-    cursor = _query("cursor", _whole_number(0, 10**18 - 1), None, "a cursor from a previous page")
+    status, kind = parameters.STATUS.read(), parameters.KIND.read()
+    limit, cursor = parameters.PAGE_LIMIT.read(), parameters.CURSOR.read()
     jobs, next_cursor = runtime().store.jobs(g.caller, status=status, kind=kind, limit=limit, before=cursor)
     return json_response({"jobs": jobs, "next_cursor": str(next_cursor) if next_cursor is not None else None})
 
@@ -75,7 +72,7 @@ def get_job(job_id: str) -> Response:
 
 @bp.get("/jobs/<job_id>/loss")
 def get_loss(job_id: str) -> Response:
-    since = _query("since", _whole_number(0, 999_999_999), 0, "a whole number of epochs (0 or more)")
+    since = parameters.SINCE.read()
     page = _loss_page(job_id, since)
     return json_response(page, headers=_retry_unless_finished(page["status"]))
 
@@ -83,7 +80,7 @@ def get_loss(job_id: str) -> Response:
 @bp.get("/jobs/<job_id>/loss.<any(svg, png):image_format>")
 def get_loss_chart(job_id: str, image_format: str) -> Response:
     """The loss curve so far, drawn; ?scale=log for a log scale."""
-    scale = _query("scale", _one_of(("linear", "log")), "linear", "linear or log")
+    scale = parameters.SCALE.read()
     page = _loss_page(job_id, 0)
     from api import pictures  # matplotlib: imported only by processes that draw
 
@@ -119,7 +116,9 @@ def job_events(job_id: str) -> Response:
     job = _existing(job_id, rt.store.get(_parse_id(job_id), g.caller, with_result=False))
     after = request.headers.get("Last-Event-ID", "0-0")
     if not events.EVENT_ID.fullmatch(after):
-        raise _bad_parameter("/Last-Event-ID", f"Last-Event-ID must be an event id such as 12-0, not {after!r}")
+        raise parameters.bad_parameter(
+            "/Last-Event-ID", f"Last-Event-ID must be an event id such as 12-0, not {after!r}"
+        )
     body = events.stream(rt.store, job, g.caller, after, rt.settings.max_stream_seconds)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     caller = access.caller_key()
@@ -130,7 +129,7 @@ def job_events(job_id: str) -> Response:
 
 @bp.delete("/jobs/<job_id>")
 def cancel_job(job_id: str) -> Response:
-    """Cancel: a queued job never runs, a running one stops within an epoch (or 0.1 s), a finished one is unchanged."""
+    """Cancel: a queued job never runs, a running one stops within an epoch (or FLUSH_SECONDS), a finished one stays."""
     store = runtime().store
     parsed = _parse_id(job_id)
     _existing(job_id, store.cancel(parsed, g.caller))
@@ -143,7 +142,7 @@ def _submit(
 ) -> Response:
     """Store the job and its request, queue a message that carries only the job id, and maybe wait for it."""
     rt = runtime()
-    key, wait = _idempotency_key(), _preferred_wait(rt.settings.max_wait_seconds)
+    key, wait = parameters.idempotency_key(), _preferred_wait(rt.settings.max_wait_seconds)
     request_json = dump_json(job_request)
     route = _route(job_request)
     try:
@@ -203,13 +202,6 @@ def _enqueue(kind: JobKind, job_id: str, queue: str) -> None:
         raise QueueUnavailable(detail, redis_full=full) from error
 
 
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
-        raise _bad_parameter("/Idempotency-Key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
-    return key
-
-
 def _preferred_wait(cap: int) -> int | None:
     """The N of `Prefer: wait=N` (RFC 7240), capped by MAX_WAIT_SECONDS; None when not asked."""
     match = PREFER_WAIT.search(request.headers.get("Prefer", ""))
@@ -230,30 +222,6 @@ def _job_response(job: dict, status: int = 200, headers: dict[str, str] | None =
 def _retry_unless_finished(status: str) -> dict[str, str]:
     """Retry-After for an unfinished job, telling a poller when to ask again."""
     return {} if status in FINISHED else {"Retry-After": str(POLL_AFTER_SECONDS)}
-
-
-def _query(name: str, parse, default, expected: str):
-    """Query parameter `name` parsed by `parse` (None when invalid: a 400 naming what was expected)."""
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    value = parse(raw)
-    if value is None:
-        raise _bad_parameter(f"/{name}", f"{name} must be {expected}, not {raw!r}")
-    return value
-
-
-def _one_of(choices: tuple[str, ...]):
-    return lambda value: value if value in choices else None
-
-
-def _whole_number(low: int, high: int):
-    """A parser of ASCII digits within [low, high] (str.isdigit would also take "²")."""
-    return lambda value: int(value) if re.fullmatch(r"[0-9]{1,19}", value) and low <= int(value) <= high else None
-
-
-def _bad_parameter(loc: str, detail: str) -> ProblemError:
-    return invalid(400, detail, [{"loc": loc, "msg": detail, "type": "invalid_parameter"}])
 
 
 def _parse_id(job_id: str) -> str:

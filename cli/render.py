@@ -128,8 +128,8 @@ def jobs_table(jobs: Iterable[Job]) -> Table:
 def follow_with_bar(events: Iterator[Event]) -> Job:
     """Show a training's progress from its event stream until its status event; return the finished job.
 
-    Epochs arrive in bursts (the worker sends them every 0.1 s) and rich estimates the rate from its last
-    1,000 updates, so the bar is updated at most every UPDATE_SECONDS, and at the end.
+    Epochs arrive in bursts (the worker records them every FLUSH_SECONDS, shared.jobstore) and rich estimates
+    the rate from its last 1,000 updates, so the bar is updated at most every UPDATE_SECONDS, and at the end.
     """
     columns = (BarColumn(), MofNCompleteColumn(), LossColumn(), RateColumn(), TimeRemainingColumn())
     with Progress("epoch", *columns, console=out) as progress:

@@ -4,7 +4,7 @@ Self-contained (httpx and numpy only): it imports nothing else of convq.
 """
 
 from client.client import Client
-from client.errors import ApiError, ConvqError, ServerUnreachable
+from client.errors import ApiError, ConvqError, ServerUnreachable, StreamEnded, WaitTimeout
 from client.models import (
     CorrelationResult,
     Event,
@@ -34,5 +34,7 @@ __all__ = [
     "ProgressEvent",
     "ServerUnreachable",
     "StatusEvent",
+    "StreamEnded",
     "TrainingResult",
+    "WaitTimeout",
 ]

@@ -4,11 +4,12 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import httpx
 import numpy as np
 
-from client.errors import ApiError, ServerUnreachable
+from client.errors import ApiError, ServerUnreachable, StreamEnded, WaitTimeout
 from client.events import Retry, parse
 from client.matrices import MatrixLike, to_wire
 from client.models import (
@@ -28,9 +29,20 @@ Pair = int | tuple[int, int] | list[int]
 Numbers = float | Sequence[float] | np.ndarray  # one number, or one per output channel
 TrainingPair = tuple[MatrixLike, MatrixLike | None] | dict[str, MatrixLike]
 
-# The server sends a comment every 15 s on a quiet event stream; a read that waits longer means it is gone.
+# The server sends a comment on a quiet event stream every KEEPALIVE_SECONDS (api/events.py, checked below this by
+# tests/test_agreement.py); a read that waits longer means it is gone.
 STREAM_READ_TIMEOUT = 60.0
 MAX_PAGE = 100
+
+
+class CorrelationOptions(TypedDict, total=False):
+    """A correlation's options, for an input matrix and an image alike; left out or None: the server's default."""
+
+    padding: Pair | None  # zero padding: one integer or (ph, pw)
+    stride: Pair | None  # one integer or (sh, sw)
+    bias: Numbers | None  # one number, or one per output channel of an O x C x kh x kw kernel
+    device: Device | None
+    result_format: str | None  # "lists" or "base64"
 
 
 class Client:
@@ -57,20 +69,15 @@ class Client:
         input: MatrixLike,
         kernel: MatrixLike,
         *,
-        padding: Pair | None = None,
-        stride: Pair | None = None,
-        bias: Numbers | None = None,
-        device: Device | None = None,
-        result_format: str | None = None,
         wait: int | None = None,
+        **options: Unpack[CorrelationOptions],
     ) -> Job:
         """Submit a cross-correlation; with `wait`, the server holds the answer up to that many seconds for the end.
 
         `input` is H x W or C x H x W; `kernel` kh x kw, C x kh x kw (one output) or O x C x kh x kw (O outputs,
-        with one `bias` each if it is a list).
+        with one `bias` each if it is a list). `options`: see CorrelationOptions.
         """
-        body = {"input": to_wire(input), "kernel": to_wire(kernel)}
-        body |= _correlation_options(padding, stride, bias, device, result_format)
+        body = {"input": to_wire(input), "kernel": to_wire(kernel)} | _correlation_options(options)
         return self._submit("/v1/correlations", body, wait)
 
     def correlate_image(
@@ -78,19 +85,16 @@ class Client:
         image: str | Path | bytes,
         kernel: MatrixLike | str,
         *,
-        padding: Pair | None = None,
-        stride: Pair | None = None,
-        bias: Numbers | None = None,
-        device: Device | None = None,
-        result_format: str | None = None,
         wait: int | None = None,
+        **options: Unpack[CorrelationOptions],
     ) -> Job:
         """Correlate a PNG or JPEG image (a path, or its bytes) as a grayscale matrix in [0, 1] with `kernel`.
 
         `kernel` may be a matrix or the name of one of kernels(); output_png() draws the output.
+        `options`: see CorrelationOptions.
         """
         name, content = ("image", image) if isinstance(image, bytes) else (Path(image).name, Path(image).read_bytes())
-        fields = {"kernel": to_wire(kernel)} | _correlation_options(padding, stride, bias, device, result_format)
+        fields = {"kernel": to_wire(kernel)} | _correlation_options(options)
         form = {key: _form_value(key, value) for key, value in fields.items()}
         files = {"image": (name, content, "application/octet-stream")}
         return Job.from_json(self._request("POST", "/v1/correlations", data=form, files=files, headers=_prefer(wait)))
@@ -180,12 +184,12 @@ class Client:
         return self._events(job_id, last_event_id, deadline=None)
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """The job once it has finished (whatever its status); TimeoutError after `timeout` seconds."""
+        """The job once it has finished (whatever its status); WaitTimeout after `timeout` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         for event in self._events(job_id, None, deadline):
             if isinstance(event, StatusEvent):
                 return event.job
-        raise AssertionError("an event stream ends with its status event")
+        raise StreamEnded(f"the event stream of job {job_id} ended without its status event")
 
     def cancel(self, job_id: str) -> Job:
         """Cancel the job: a queued one never runs, a running training stops within an epoch; returns the job."""
@@ -224,7 +228,7 @@ class Client:
         return response if raw else response.json()
 
     def _events(self, job_id: str, last_id: str | None, deadline: float | None) -> Iterator[Event]:
-        """The event stream, reconnecting until the status event; TimeoutError once past `deadline`."""
+        """The event stream, reconnecting until the status event; WaitTimeout once past `deadline`."""
         retry = Retry()
         while True:
             headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": last_id} if last_id else {})
@@ -277,19 +281,22 @@ def _check(response: httpx.Response) -> None:
 
 def _check_deadline(job_id: str, deadline: float | None) -> None:
     if deadline is not None and time.monotonic() >= deadline:
-        raise TimeoutError(f"job {job_id} has not finished yet")
+        raise WaitTimeout(f"job {job_id} has not finished yet")
 
 
 def _unreachable(base_url: str, error: httpx.TransportError) -> ServerUnreachable:
     return ServerUnreachable(f"cannot reach the convq API at {base_url}: {error or type(error).__name__}")
 
 
-def _correlation_options(
-    padding: Pair | None, stride: Pair | None, bias: Numbers | None, device: Device | None, result_format: str | None
-) -> dict:
+def _correlation_options(options: CorrelationOptions) -> dict:
     """A correlation's options that were given, as the API takes them (in a JSON body or a form alike)."""
-    options = {"padding": padding, "stride": stride, "bias": _numbers(bias), "device": device}
-    return _given(options | {"result_format": result_format})
+    unknown = options.keys() - CorrelationOptions.__annotations__.keys()
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    return _given(
+        {name: options.get(name) for name in CorrelationOptions.__annotations__}
+        | {"bias": _numbers(options.get("bias"))}
+    )
 
 
 def _numbers(value: Numbers | None) -> float | list[float] | None:

@@ -1,10 +1,20 @@
-"""What the client raises: the API refused or failed a request, or the server could not be reached.
+"""What the client raises: the API refused or failed a request, the server could not be reached, or a wait ran out.
+
+Every error the client raises is a ConvqError:
+
+    ConvqError
+    ├── ApiError             the API answered 4xx or 5xx; `problem` is its RFC 9457 body
+    ├── ServerUnreachable    no answer: the connection was refused, broke, or timed out
+    ├── WaitTimeout          the job had not finished when a wait's timeout ran out (also a TimeoutError)
+    └── StreamEnded          a job's event stream ended without its status event (a server that breaks the protocol)
 
 A job that failed is not an error here: it is a job whose status is "failed"
 and whose `error` is the problem.
 """
 
 from client.models import Problem
+
+__all__ = ["ApiError", "ConvqError", "ServerUnreachable", "StreamEnded", "WaitTimeout"]
 
 
 class ConvqError(Exception):
@@ -25,3 +35,11 @@ class ApiError(ConvqError):
 
 class ServerUnreachable(ConvqError):
     """No answer: the connection was refused, broke, or timed out."""
+
+
+class WaitTimeout(ConvqError, TimeoutError):
+    """The job had not finished when the wait's timeout ran out; it may still finish (a TimeoutError too)."""
+
+
+class StreamEnded(ConvqError):
+    """A job's event stream ended without the status event that always ends it."""

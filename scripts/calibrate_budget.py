@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from shared.schemas import CorrelationRequest, KernelTrainingRequest
+from shared.request_models import CorrelationRequest, KernelTrainingRequest
 from worker.compute import correlate, train
 
 

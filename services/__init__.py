@@ -1,6 +1,6 @@
 """The numerical core of convq: pure PyTorch, no HTTP, Celery or Redis."""
 
-from services.channels import corr2d_multi, corr2d_multi_reference, correlate
+from services.channels import OutputNotFinite, corr2d_multi, corr2d_multi_reference, correlate
 from services.conv2d import Conv2D
 from services.corr2d import corr2d, corr2d_reference, output_shape, strategy, zero_pad
 from services.device import pick_device
@@ -11,6 +11,7 @@ __all__ = [
     "Conv2D",
     "EpochCallback",
     "LearnedKernel",
+    "OutputNotFinite",
     "Training",
     "TrainingDiverged",
     "corr2d",

@@ -17,6 +17,10 @@ Bias = float | Sequence[float] | torch.Tensor
 """One number for every output element, or one per output channel of an O x C x kh x kw kernel."""
 
 
+class OutputNotFinite(ArithmeticError):
+    """A correlation's output overflowed float32: it holds inf or NaN (the caller checks, where it matters)."""
+
+
 def correlate(
     X: torch.Tensor, K: torch.Tensor, *, padding: Pair = (0, 0), stride: Pair = (1, 1), bias: Bias = 0.0
 ) -> torch.Tensor:

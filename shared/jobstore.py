@@ -1,18 +1,12 @@
-"""The Redis job store: the only module that knows Redis keys, and the single source of truth of a job's state.
+"""The Redis job store: the only module that knows its Redis keys, and the single source of truth of a job's state.
 
-A job is five keys, all expiring `ttl` seconds after the job's last change:
+Every key is built by name in one block below (JobKeys and the functions and constants beside it), and each Lua
+script's keys are declared from there (SCRIPT_KEYS); kombu's keys (the Celery queues) are shared.taskqueue's.
 
-    convq:job:<id>          hash: id, kind, status, owner, timestamps, epochs, attempts, cancel flag, error
-    convq:job:<id>:request  the validated request as JSON (matrices in base64), written once at submission
-    convq:job:<id>:result   the result as JSON, written once by the attempt that finishes the job
-    convq:job:<id>:losses   list: the loss of epoch i at index i - 1
-    convq:job:<id>:events   stream: a progress entry per epoch (id "<epoch>-0"), then one status entry
-
-(and, for a moment, convq:job:<id>:result:<attempt>: a big result waiting for FINISH to accept it)
-
-and, beside them, each owner's index of job ids (a sorted set, newest highest),
-idempotency keys, the metrics hash (never expires), and the index of unfinished jobs
-(a sorted set scored by when each is due for the reconciler's look: see due_jobs).
+A job is five keys (JobKeys), all expiring `ttl` seconds after the job's last change: its record,
+request, result, losses and events; for a moment, an attempt's pending result. Beside them: each
+owner's index of job ids, idempotency keys, the metrics hash (never expires), and the index of
+unfinished jobs (a sorted set scored by when each is due for the reconciler's look: see due_jobs).
 
 Workers may be killed and messages redelivered, so every state change is one
 Lua script (shared.jobstore_scripts) that checks the state it expects: an
@@ -38,39 +32,105 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
-from shared.schemas import JobKind, Problem
+from shared.response_models import Job, JobKind, JobSummary, Problem
 from shared.settings import Settings
+from shared.taskqueue import UNCHECKED_CPU_QUEUE, QueueFull, Route
+
+# --- every Redis key of the job store, by name ----------------------------------------------------------------
+# (kombu's keys, the Celery queues and their unacknowledged messages, are shared.taskqueue's.)
 
 _PREFIX = "convq:job:"
 # Counters of every job ever seen, for /metrics; updated by the same scripts that change job states,
 # so they agree with them exactly, whichever API process or worker made the change. Never expires.
 METRICS_KEY = "convq:metrics"
-_INDEX_PREFIX = "convq:jobs:"  # + owner: that owner's job ids, scored by submission order
-_SEQUENCE_KEY = "convq:jobs:sequence"
-_IDEMPOTENCY_PREFIX = "convq:idempotency:"  # + owner + ":" + key
+SEQUENCE_KEY = "convq:jobs:sequence"  # the submission counter that orders each owner's index
 # Every queued or running job, scored by when (Redis time, ms) the reconciler should check that it still has a
 # queue message; outside "convq:jobs:", where an owner named "unfinished" would collide.
-_UNFINISHED_KEY = "convq:unfinished"
-_RECONCILER_LOCK = "convq:reconciler"  # held by the one worker whose sweep runs now
-_WRITE_PROBE_KEY = "convq:readiness"  # written by readiness checks: does Redis take a write?
-# A stream read waits at most this long, so that keep-alives and deadlines are honoured.
+UNFINISHED_KEY = "convq:unfinished"
+RECONCILER_LOCK_KEY = "convq:reconciler"  # held by the one worker whose sweep runs now
+WRITE_PROBE_KEY = "convq:readiness"  # written by readiness checks: does Redis take a write?
+
+
+class JobKeys(NamedTuple):
+    """A job's keys (and the metrics hash, which every script updates), in the order every script takes them."""
+
+    record: str  # hash: id, kind, status, owner, timestamps, epochs, attempts, cancel flag, error
+    request: str  # the validated request as JSON (matrices in base64), written once at submission
+    result: str  # the result as JSON, written once by the attempt that finishes the job
+    losses: str  # list: the loss of epoch i at index i - 1
+    events: str  # stream: a progress entry per epoch (id "<epoch>-0"), then one status entry
+    metrics: str  # METRICS_KEY, not the job's own
+
+    @classmethod
+    def of(cls, job_id: str) -> "JobKeys":
+        """convq:job:<id>, then convq:job:<id>:request, :result, :losses and :events; then the metrics hash."""
+        record = _PREFIX + job_id
+        return cls(record, record + ":request", record + ":result", record + ":losses", record + ":events", METRICS_KEY)
+
+
+def index_key_for(owner: str) -> str:
+    """That owner's job ids, a sorted set scored by submission order."""
+    return "convq:jobs:" + owner
+
+
+def idempotency_key_for(owner: str, key: str) -> str:
+    """The job an owner's Idempotency-Key named, and the hash of its request."""
+    return f"convq:idempotency:{owner}:{key}"
+
+
+def pending_result_key_for(job_id: str, attempt: int | str) -> str:
+    """A big result of this attempt, set beside FINISH, until FINISH accepts (renames) or drops it."""
+    return f"{_PREFIX}{job_id}:result:{attempt}"
+
+
+def job_keys_pattern(job_id: str = "") -> str:
+    """A glob of every key of the job (its five and any pending result); of every job's keys without an id."""
+    return f"{_PREFIX}{job_id}*"
+
+
+# The KEYS of each script (shared.jobstore_scripts), in order: the job's JobKeys, then the script's own. A script
+# reads key `name` as the Lua local `<name>_key`, declared from these (_Script); the fixed ones are filled in.
+SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
+    "CREATE": (*JobKeys._fields, "index", "idempotency", "sequence", "queue", "unfinished"),
+    "DISCARD": (*JobKeys._fields, "index", "unfinished"),
+    "START": (*JobKeys._fields, "unfinished"),
+    "RECORD_EPOCHS": JobKeys._fields,
+    "FINISH": (*JobKeys._fields, "pending", "unfinished"),
+    "CANCEL": (*JobKeys._fields, "unfinished"),
+    "RECONCILE": (*JobKeys._fields, "unfinished"),
+}
+_FIXED_KEYS = {"sequence": SEQUENCE_KEY, "unfinished": UNFINISHED_KEY}
+
+
+class _Script:
+    """One of the job scripts, its keys declared by name: called with a job's JobKeys and its other keys by name."""
+
+    def __init__(self, redis: Redis, name: str):
+        self.layout = SCRIPT_KEYS[name]
+        declarations = "".join(f"local {key}_key = KEYS[{i}]\n" for i, key in enumerate(self.layout, 1))
+        self._script = redis.register_script(declarations + getattr(scripts, name))
+
+    def __call__(self, keys: JobKeys, args: list, **other_keys: str):
+        if not other_keys.keys() <= set(self.layout):
+            raise TypeError(f"the script takes no key {', '.join(other_keys.keys() - set(self.layout))}")
+        named = keys._asdict() | _FIXED_KEYS | other_keys
+        return self._script(keys=[named[name] for name in self.layout], args=args)
+
+
+# A stream read waits at most this long, so that keep-alives and deadlines are honoured; the blocking connection's
+# socket timeout is longer, or a quiet stream would read as a lost Redis.
 STREAM_BLOCK_SECONDS = 15
+BLOCKING_SOCKET_TIMEOUT_SECONDS = STREAM_BLOCK_SECONDS + 5
+# A running training records its losses at least this often (worker.progress), and learns each time whether it
+# was cancelled: a cancelled training stops within one epoch or this, whichever is longer.
+FLUSH_SECONDS = 0.1
 # Requests and results up to this size go through the job scripts (one round trip); bigger ones by SET and GET,
 # as Lua copies cost a few ms per MB (jobstore_scripts).
 WRITE_BYTES = 4 * 1024 * 1024
 INLINE_BYTES = 64 * 1024
-# Upper bounds (seconds) of the job run time histogram's buckets.
+# Upper bounds (seconds) of the job run time histogram's buckets. Workers count each run time in its bucket as it ends
+# (the metrics hash's run_seconds_bucket:<kind>:<bound> fields), so the bounds are part of the stored format.
 RUN_TIME_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600)
-
-
-def _keys(job_id: str) -> list[str]:
-    """The keys every script takes: the job's five, then the metrics hash."""
-    record = _PREFIX + job_id
-    return [record, record + ":request", record + ":result", record + ":losses", record + ":events", METRICS_KEY]
-
-
-def _index_key(owner: str) -> str:
-    return _INDEX_PREFIX + owner
 
 
 def _now() -> str:
@@ -119,8 +179,8 @@ class Event:
 
 
 @dataclass(frozen=True)
-class JobMetrics:
-    """What the metrics hash holds, by job kind."""
+class JobCounts:
+    """What the metrics hash holds, by job kind: plain counts (api.telemetry turns them into Prometheus metrics)."""
 
     submitted: dict[str, int]
     finished: dict[tuple[str, str], int]  # (kind, status) -> count
@@ -129,7 +189,7 @@ class JobMetrics:
     run_seconds_sum: dict[str, float]
 
     @classmethod
-    def parse(cls, fields: dict[bytes, bytes]) -> "JobMetrics":
+    def parse(cls, fields: dict[bytes, bytes]) -> "JobCounts":
         submitted, finished, buckets, sums, epochs = {}, {}, {}, {}, 0
         for raw_name, raw_value in fields.items():
             name, value = raw_name.decode(), raw_value.decode()
@@ -167,21 +227,6 @@ class Memory(NamedTuple):
 
 class AttemptsExhausted(Exception):
     """A job was started more times than allowed: its worker died on every attempt."""
-
-
-class Route(NamedTuple):
-    """Where a job's message goes: its device class (cpu, gpu), that class's Celery queue, and how many it holds."""
-
-    device: str
-    queue: str  # "": no queue to check
-    capacity: int
-
-
-UNCHECKED_CPU_QUEUE = Route("cpu", "", 2**53)
-
-
-class QueueFull(Exception):
-    """The queue holds as many messages as it may: the job was not created."""
 
 
 class IdempotencyConflict(Exception):
@@ -236,13 +281,13 @@ class JobStore:
         self.max_attempts = max_attempts
         self.message_check_seconds = message_check_seconds
         self.attempt_deadline_seconds = attempt_deadline_seconds
-        self._create = redis.register_script(scripts.CREATE)
-        self._discard = redis.register_script(scripts.DISCARD)
-        self._start = redis.register_script(scripts.START)
-        self._record_epochs = redis.register_script(scripts.RECORD_EPOCHS)
-        self._finish = redis.register_script(scripts.FINISH)
-        self._cancel = redis.register_script(scripts.CANCEL)
-        self._reconcile = redis.register_script(scripts.RECONCILE)
+        self._create = _Script(redis, "CREATE")
+        self._discard = _Script(redis, "DISCARD")
+        self._start = _Script(redis, "START")
+        self._record_epochs = _Script(redis, "RECORD_EPOCHS")
+        self._finish = _Script(redis, "FINISH")
+        self._cancel = _Script(redis, "CANCEL")
+        self._reconcile = _Script(redis, "RECONCILE")
 
     @classmethod
     def from_settings(cls, settings: Settings, *, patient: bool = False) -> "JobStore":
@@ -260,7 +305,7 @@ class JobStore:
             retry=Retry(ExponentialWithJitterBackoff(base=retry.base, cap=retry.cap), retry.retries),
             **common,
         )
-        blocking = Redis.from_url(settings.redis_url, socket_timeout=STREAM_BLOCK_SECONDS + 5, **common)
+        blocking = Redis.from_url(settings.redis_url, socket_timeout=BLOCKING_SOCKET_TIMEOUT_SECONDS, **common)
         return cls(
             redis,
             settings.job_ttl_seconds,
@@ -297,12 +342,14 @@ class JobStore:
             record["epochs"] = epochs
         if request_id is not None:
             record["request_id"] = request_id
-        idempotency = f"{_IDEMPOTENCY_PREFIX}{owner}:{idempotency_key}" if idempotency_key else ""
-        keys = [*_keys(job_id), _index_key(owner), idempotency, _SEQUENCE_KEY, route.queue, _UNFINISHED_KEY]
+        keys = JobKeys.of(job_id)
         fields = [item for pair in record.items() for item in pair]
-        inline = self._inline(keys[1], request_json)
+        inline = self._inline(keys.request, request_json)
         args = [self.ttl, job_id, request_hash, route.capacity, inline, self.message_check_seconds, *fields]
-        created, *found = self._create(keys=keys, args=args)
+        idempotency = idempotency_key_for(owner, idempotency_key) if idempotency_key else ""
+        created, *found = self._create(
+            keys, args, index=index_key_for(owner), idempotency=idempotency, queue=route.queue
+        )
         if created < 0:
             raise QueueFull(route.queue)
         if created:
@@ -314,22 +361,24 @@ class JobStore:
 
     def discard(self, job_id: str, owner: str) -> None:
         """Remove a job that could not be queued, as if it had never been submitted."""
-        self._discard(keys=[*_keys(job_id), _index_key(owner), "", _UNFINISHED_KEY], args=[self.ttl])
+        self._discard(JobKeys.of(job_id), [self.ttl], index=index_key_for(owner))
 
     def get(self, job_id: str, owner: str | None = None, *, with_result: bool = True) -> dict | None:
         """The job as the API shows it, its result spliced in as raw JSON; None if unknown, expired or not owner's."""
         return self._views([job_id], owner, with_result)[0]
 
-    def _views(self, job_ids: list[str], owner: str | None, with_result: bool) -> list[dict | None]:
+    def _views(
+        self, job_ids: list[str], owner: str | None, with_result: bool, model: type[JobSummary] = Job
+    ) -> list[dict | None]:
         """Several jobs as the API shows them, read in one round trip; without results, the result key is not read."""
 
         def read(pipe: Pipeline) -> None:
             for job_id in job_ids:
-                record_key, _, result_key, losses_key, _, _ = _keys(job_id)
-                pipe.hgetall(record_key)
-                (pipe.get if with_result else pipe.exists)(result_key)  # exists: a cheap stand-in reply
-                pipe.llen(losses_key)
-                pipe.lindex(losses_key, -1)
+                keys = JobKeys.of(job_id)
+                pipe.hgetall(keys.record)
+                (pipe.get if with_result else pipe.exists)(keys.result)  # exists: a cheap stand-in reply
+                pipe.llen(keys.losses)
+                pipe.lindex(keys.losses, -1)
 
         replies = self._read_together(read)
         views = []
@@ -337,7 +386,7 @@ class JobStore:
             fields = {key.decode(): value.decode() for key, value in record.items()}
             visible = fields and (owner is None or fields.get("owner") == owner)
             views.append(
-                self._view(fields, result if with_result else None, epochs_done, last_loss) if visible else None
+                self._view(fields, result if with_result else None, epochs_done, last_loss, model) if visible else None
             )
         return views
 
@@ -358,20 +407,20 @@ class JobStore:
 
     def request(self, job_id: str) -> bytes | None:
         """The job's request JSON as stored (its arrays in the base64 form); None once expired."""
-        return self.redis.get(_keys(job_id)[1])
+        return self.redis.get(JobKeys.of(job_id).request)
 
     def result(self, job_id: str) -> bytes | None:
         """The finished job's result JSON as stored (for callers that read it, not splice it); None if none."""
-        return self.redis.get(_keys(job_id)[2])
+        return self.redis.get(JobKeys.of(job_id).result)
 
     def losses(self, job_id: str, since: int, owner: str | None = None) -> dict | None:
         """The losses of the epochs after `since` with the job's status; None if unknown or not the owner's."""
-        record_key, _, _, losses_key, _, _ = _keys(job_id)
+        keys = JobKeys.of(job_id)
 
         def read(pipe: Pipeline) -> None:
-            pipe.hmget(record_key, "status", "epochs", "kind", "owner")
-            pipe.lrange(losses_key, since, -1)
-            pipe.llen(losses_key)
+            pipe.hmget(keys.record, "status", "epochs", "kind", "owner")
+            pipe.lrange(keys.losses, since, -1)
+            pipe.llen(keys.losses)
 
         (status, epochs, kind, job_owner), losses, epochs_done = self._read_together(read)
         if status is None or owner is not None and job_owner.decode() != owner:
@@ -387,27 +436,26 @@ class JobStore:
 
     def cancel(self, job_id: str, owner: str | None = None) -> str | None:
         """Cancel a queued job, ask a running one to stop; return the status after, or None if unknown."""
-        status = self._cancel(keys=[*_keys(job_id), _UNFINISHED_KEY], args=[self.ttl, _now(), owner or ""])
+        status = self._cancel(JobKeys.of(job_id), [self.ttl, _now(), owner or ""])
         return status.decode() if status else None
 
     def jobs(
         self, owner: str, *, status: str | None, kind: str | None, limit: int, before: int | None
     ) -> tuple[list[dict], int | None]:
         """The owner's jobs (without results), newest first, after the cursor `before`; and the next cursor."""
-        index = _index_key(owner)
+        index = index_key_for(owner)
         found: list[dict] = []
         upper, last = f"({before}" if before is not None else "+inf", None
         while len(found) < limit:
             page = self.redis.zrevrangebyscore(index, upper, "-inf", start=0, num=limit, withscores=True)
             if not page:
                 return found, None
-            views = self._views([member.decode() for member, _ in page], owner, with_result=False)
+            views = self._views([member.decode() for member, _ in page], owner, with_result=False, model=JobSummary)
             for (member, score), job in zip(page, views, strict=True):
                 upper = f"({int(score)}"
                 if job is None:
                     self.redis.zrem(index, member)  # expired: forget it
                 elif status in (None, job["status"]) and kind in (None, job["kind"]):
-                    job.pop("result")
                     found.append(job)
                     last = int(score)
                     if len(found) == limit:
@@ -417,8 +465,9 @@ class JobStore:
 
     def events(self, job_id: str, after: str, block_seconds: float) -> list[Event]:
         """The job's events after the event id `after`, waiting up to `block_seconds` for one if there is none."""
-        events_key = _keys(job_id)[4]
-        reply = self.blocking.xread({events_key: after}, count=1000, block=max(1, int(block_seconds * 1000)))
+        reply = self.blocking.xread(
+            {JobKeys.of(job_id).events: after}, count=1000, block=max(1, int(block_seconds * 1000))
+        )
         return [_event(entry_id, fields) for _, entries in reply for entry_id, fields in entries]
 
     def wait_until_finished(self, job_id: str, timeout: float, *, fresh: bool = False) -> bool:
@@ -429,7 +478,7 @@ class JobStore:
         deadline = time.monotonic() + timeout
         after = "0-0"
         if not fresh:
-            last = self.redis.xrevrange(_keys(job_id)[4], count=1)
+            last = self.redis.xrevrange(JobKeys.of(job_id).events, count=1)
             if last and _event(*last[0]).type == "status":
                 return True
             after = last[0][0].decode() if last else after
@@ -446,25 +495,21 @@ class JobStore:
     def memory(self) -> "Memory":
         """How much memory Redis uses, its limit, and whether it takes a write now (a tiny key, soon gone)."""
         try:
-            writable = bool(self.redis.set(_WRITE_PROBE_KEY, b"1", px=10_000))
+            writable = bool(self.redis.set(WRITE_PROBE_KEY, b"1", px=10_000))
         except OutOfMemoryError:
             writable = False
         info = self.redis.info("memory")
         return Memory(int(info["used_memory"]), int(info.get("maxmemory", 0)), writable)
 
-    def queue_length(self, queue: str) -> int:
-        """How many messages wait in a Celery queue (not those a worker holds): its Redis list, read fast."""
-        return self.redis.llen(queue)
-
-    def metrics(self) -> JobMetrics:
-        """The job counters: submitted, finished by status, epochs run, run times."""
-        return JobMetrics.parse(self.redis.hgetall(METRICS_KEY))
+    def counts(self) -> "JobCounts":
+        """The job counters: submitted, finished by status, epochs run, run times (api.telemetry exports them)."""
+        return JobCounts.parse(self.redis.hgetall(METRICS_KEY))
 
     # --- used by workers -------------------------------------------------------------------
 
     def claim_sweep(self, owner: str, seconds: float) -> bool:
         """Whether this caller may run the reconciler's sweep now: one sweep per `seconds`, whoever runs it."""
-        return bool(self.redis.set(_RECONCILER_LOCK, owner, px=max(1, int(seconds * 1000)), nx=True))
+        return bool(self.redis.set(RECONCILER_LOCK_KEY, owner, px=max(1, int(seconds * 1000)), nx=True))
 
     def due_jobs(self, limit: int) -> list[DueJob]:
         """Up to `limit` unfinished jobs whose time to be looked at has come, oldest first.
@@ -474,12 +519,12 @@ class JobStore:
         """
         seconds, microseconds = self.redis.time()
         now_ms = seconds * 1000 + microseconds // 1000
-        ids = [member.decode() for member in self.redis.zrangebyscore(_UNFINISHED_KEY, "-inf", now_ms, 0, limit)]
+        ids = [member.decode() for member in self.redis.zrangebyscore(UNFINISHED_KEY, "-inf", now_ms, 0, limit)]
         if not ids:
             return []
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hmget(_keys(job_id)[0], "kind", "status", "attempts", "queue")
+                pipe.hmget(JobKeys.of(job_id).record, "kind", "status", "attempts", "queue")
             records = pipe.execute()
         due, stale = [], []
         for job_id, (kind, status, attempts, device) in zip(ids, records, strict=True):
@@ -490,7 +535,7 @@ class JobStore:
             else:
                 stale.append(job_id)
         if stale:
-            self.redis.zrem(_UNFINISHED_KEY, *stale)
+            self.redis.zrem(UNFINISHED_KEY, *stale)
         return due
 
     def look_again(self, job_ids: list[str], seconds: float) -> None:
@@ -498,21 +543,21 @@ class JobStore:
         if job_ids:
             seconds_now, microseconds = self.redis.time()
             at = seconds_now * 1000 + microseconds // 1000 + int(seconds * 1000)
-            self.redis.zadd(_UNFINISHED_KEY, dict.fromkeys(job_ids, at), xx=True)
+            self.redis.zadd(UNFINISHED_KEY, dict.fromkeys(job_ids, at), xx=True)
 
     def reconcile(self, job: DueJob, max_requeues: int) -> str:
         """Claim a due job that has no message for a requeue: 'requeue', 'exhausted', or why not (see RECONCILE)."""
         args = [self.ttl, job.id, job.status, job.attempts, self.message_check_seconds, max_requeues]
-        return self._reconcile(keys=[*_keys(job.id), _UNFINISHED_KEY], args=args).decode()
+        return self._reconcile(JobKeys.of(job.id), args).decode()
 
     def start(self, job_id: str, device: str) -> Attempt | None:
         """Begin an attempt on `device` at a queued (or redelivered) job; None if it is finished, cancelled or gone.
 
         Raises AttemptsExhausted, after failing the job, when this would be one attempt too many.
         """
-        keys = _keys(job_id)
+        keys = JobKeys.of(job_id)
         args = [self.ttl, _now(), self.max_attempts, INLINE_BYTES, device, self.attempt_deadline_seconds]
-        number, request_id, *inline = self._start(keys=[*keys, _UNFINISHED_KEY], args=args)
+        number, request_id, *inline = self._start(keys, args)
         if number < 0:
             detail = (
                 f"the job was started {-number - 1} times and its worker died each time "
@@ -521,7 +566,7 @@ class JobStore:
             problem = Problem(type="/problems/worker-lost", title="Worker lost", status=500, detail=detail)
             self.fail(job_id, None, problem)
             raise AttemptsExhausted(detail)
-        payload = (inline[0] or self.redis.get(keys[1])) if number > 0 else None
+        payload = (inline[0] or self.redis.get(keys.request)) if number > 0 else None
         return Attempt(job_id, number, payload, request_id.decode() or None) if payload is not None else None
 
     def record_epochs(self, attempt: Attempt, first_epoch: int, losses: list[float]) -> bool:
@@ -530,7 +575,7 @@ class JobStore:
         Return False if the run should stop (cancelled, or superseded by a later attempt).
         """
         args = [self.ttl, attempt.number, first_epoch, *map(repr, losses)]
-        return bool(self._record_epochs(keys=_keys(attempt.job_id), args=args))
+        return bool(self._record_epochs(JobKeys.of(attempt.job_id), args))
 
     def succeed(self, attempt: Attempt, result_json: bytes, run_seconds: float | None = None) -> str | None:
         """Finish the job with its result, or as cancelled if that was asked; None if not this attempt's to finish."""
@@ -555,7 +600,7 @@ class JobStore:
     ) -> str | None:
         timing = ["", ""] if run_seconds is None else [repr(run_seconds), run_time_bucket(run_seconds)]
         attempt = "" if number is None else number
-        pending = f"{_PREFIX}{job_id}:result:{attempt}"  # a big result of this attempt, until FINISH accepts it
+        pending = pending_result_key_for(job_id, attempt)
         try:
             inline = self._inline(pending, result)
         except OutOfMemoryError:
@@ -563,7 +608,7 @@ class JobStore:
             # that has written runs to its end): the result rides along, at a few ms per MB, and the job ends now.
             inline = result
         args = [self.ttl, attempt, _now(), status, error, *timing, inline]
-        final = self._finish(keys=[*_keys(job_id), pending, _UNFINISHED_KEY], args=args)
+        final = self._finish(JobKeys.of(job_id), args, pending=pending)
         return final.decode() if final else None
 
     def _inline(self, key: str, value: bytes) -> bytes:
@@ -585,13 +630,23 @@ class JobStore:
     # --- the job as the API shows it -------------------------------------------------------
 
     @staticmethod
-    def _view(fields: dict[str, str], result: bytes | None, epochs_done: int, last_loss: bytes | None) -> dict:
+    def _view(
+        fields: dict[str, str],
+        result: bytes | None,
+        epochs_done: int,
+        last_loss: bytes | None,
+        model: type[JobSummary] = Job,
+    ) -> dict:
+        """The job as the API answers it: a dump of `model` (Job, or JobSummary in lists), its JSON parts unparsed.
+
+        Built without validation (the store wrote every field), so the answer has exactly the model's fields.
+        """
         progress = None
         if "epochs" in fields:
             loss = float(last_loss) if last_loss is not None else None
             progress = {"epoch": epochs_done, "epochs": int(fields["epochs"]), "loss": loss}
         error = fields.get("error")
-        return {
+        view = {
             "id": fields["id"],
             "kind": fields["kind"],
             "status": fields["status"],
@@ -606,6 +661,8 @@ class JobStore:
             "result": orjson.Fragment(result) if result is not None else None,
             "error": orjson.Fragment(error) if error is not None else None,
         }
+        # warnings off: result and error are orjson.Fragments, passed through as they are.
+        return model.model_construct(**view).model_dump(warnings=False)
 
 
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:

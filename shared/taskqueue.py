@@ -9,14 +9,14 @@ import base64
 import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 from celery import Celery
 from kombu import Queue
 from redis import Redis
 
-from shared.jobstore import Route
-from shared.schemas import JobKind
+from shared.response_models import JobKind
 from shared.settings import Settings
 
 TASK_FOR_KIND: dict[JobKind, str] = {
@@ -30,6 +30,21 @@ QUEUE_NAMES = {"cpu": "celery", "gpu": "gpu"}
 # kombu's Redis transport keeps each message a worker has taken and not yet acknowledged in this hash
 # (delivery tag -> [message, exchange, routing key]) until it is acknowledged or put back in its queue.
 UNACKED_KEY = "unacked"
+
+
+class Route(NamedTuple):
+    """Where a job's message goes: its device class (cpu, gpu), that class's Celery queue, and how many it holds."""
+
+    device: str
+    queue: str  # "": no queue to check
+    capacity: int
+
+
+UNCHECKED_CPU_QUEUE = Route("cpu", "", 2**53)
+
+
+class QueueFull(Exception):
+    """The queue holds as many messages as it may: the job was not created."""
 
 
 def route(settings: Settings, device: str, work: int) -> Route:
@@ -83,6 +98,11 @@ def create_celery(settings: Settings) -> Celery:
         task_queues=[Queue(QUEUE_NAMES[device]) for device in settings.worker_queues.split(",")],
     )
     return app
+
+
+def queue_lengths(redis: Redis) -> dict[str, int]:
+    """How many messages wait in each device class's queue (not those a worker holds): their Redis lists, read fast."""
+    return {device: redis.llen(name) for device, name in QUEUE_NAMES.items()}
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,9 @@
 """Session fixtures: one real redis-server and one real Celery worker, both on 127.0.0.1, shared by the suite."""
 
-import time
-
 import pytest
 
 from api import create_app
 from shared.jobstore import JobStore
-from shared.schemas import FINISHED
 from shared.settings import Settings
 from tests.support import RedisServer, Stack, Worker
 
@@ -60,12 +57,9 @@ def store(settings) -> JobStore:
     return JobStore.from_settings(settings)
 
 
-def wait_for_job(client, job_id: str, timeout: float = 30) -> dict:
-    """Poll GET /v1/jobs/<id> until the job has finished; return it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").get_json()
-        if job["status"] in FINISHED:
-            return job
-        time.sleep(0.02)
-    raise TimeoutError(f"job {job_id} did not finish within {timeout} s")
+@pytest.fixture(scope="module")
+def own_redis_server(tmp_path_factory):
+    """A redis-server for one module alone, whose queues no session worker drains (tests that count messages)."""
+    server = RedisServer(tmp_path_factory.mktemp("own-redis")).start()
+    yield server
+    server.stop()

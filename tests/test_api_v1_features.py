@@ -1,5 +1,6 @@
 """What grows on the core contract: waiting submits, idempotency, lists, expiry, limits, API keys, rate limits."""
 
+import dataclasses
 import io
 import re
 import threading
@@ -9,12 +10,13 @@ from datetime import datetime, timedelta
 import pytest
 from PIL import Image
 
-from api import create_app
+from api import create_app, parameters, problems
+from shared.jobstore import JobKeys, idempotency_key_for
+from shared.request_models import CorrelationRequest
 from shared.settings import Settings
 from shared.startup import warn_if_open
-from tests.conftest import wait_for_job
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, K_2X2, X_3X3, Y_3X3
-from tests.support import RedisServer
+from tests.support import RedisServer, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -217,10 +219,10 @@ def test_a_quiet_stream_sends_keep_alives(private_redis):
 
 def test_an_idempotency_key_lives_as_long_as_its_job(private_redis):
     client = create_app(Settings(redis_url=private_redis.url, job_ttl_seconds=60)).test_client()
-    client.post("/v1/correlations", json=TINY, headers={"Idempotency-Key": "expiring"})
+    job = client.post("/v1/correlations", json=TINY, headers={"Idempotency-Key": "expiring"}).get_json()
     redis = private_redis.client()
-    [key] = list(redis.scan_iter("convq:idempotency:*"))
-    [record] = [name for name in redis.scan_iter("convq:job:*") if name.count(b":") == 2]
+    [key] = list(redis.scan_iter(idempotency_key_for("*", "*")))
+    record = JobKeys.of(job["id"]).record
     assert 55 < redis.ttl(key) <= 60 and abs(redis.ttl(key) - redis.ttl(record)) <= 1
 
 
@@ -290,3 +292,27 @@ def test_the_openapi_document_says_its_limits_in_json_schema_words(client):
     assert found == []
     epochs = document["components"]["schemas"]["KernelTrainingRequest"]["properties"]["epochs"]
     assert epochs["minimum"] == 1
+
+
+def test_a_limit_changed_in_one_place_changes_the_route_and_the_document(settings, monkeypatch):
+    """The routes and openapi.build read the same definitions: no limit is typed into the document by hand."""
+    monkeypatch.setattr(parameters, "PAGE_LIMIT", dataclasses.replace(parameters.PAGE_LIMIT, high=5))
+    monkeypatch.setattr(parameters, "SINCE", dataclasses.replace(parameters.SINCE, high=7))
+    monkeypatch.setattr(problems, "MAX_URL_LENGTH", 300)
+    client = create_app(settings).test_client()
+    assert client.get("/v1/jobs?limit=5").status_code == 200
+    refused = client.get("/v1/jobs?limit=6")
+    assert refused.status_code == 400 and "from 1 to 5" in refused.get_json()["detail"]
+    assert client.get("/healthz?" + "x" * 300).status_code == 414
+    paths = client.get("/openapi.json").get_json()["paths"]
+    [limit] = [p for p in paths["/v1/jobs"]["get"]["parameters"] if p["name"] == "limit"]
+    [since] = paths["/v1/jobs/{job_id}/loss"]["get"]["parameters"]
+    assert (limit["schema"]["maximum"], since["schema"]["maximum"]) == (5, 7)
+    assert paths["/healthz"]["get"]["responses"]["414"]["description"] == "URL over 300 characters"
+
+
+def test_the_image_form_is_documented_from_the_request_model(client):
+    """Every field of CorrelationRequest but its input (the image) is a field of the upload form, and no other."""
+    form = client.get("/openapi.json").get_json()["paths"]["/v1/correlations"]["post"]["requestBody"]["content"]
+    properties = form["multipart/form-data"]["schema"]["properties"]
+    assert set(properties) == set(CorrelationRequest.model_fields) - {"input"} | {"image"}

@@ -7,6 +7,8 @@ import struct
 import orjson
 import pytest
 
+from shared.jobstore import job_keys_pattern
+from shared.taskqueue import QUEUE_NAMES
 from tests.seed import EDGE_IMAGE, EDGES, K_2X2, X_3X3
 
 CORRELATIONS, TRAININGS = "/v1/correlations", "/v1/kernel-trainings"
@@ -363,7 +365,7 @@ CASES = [
 
 def queued_state(redis) -> tuple[int, int]:
     """How many job keys exist and how many messages wait in the queue."""
-    return len(list(redis.scan_iter("convq:job:*", count=1000))), redis.llen("celery")
+    return len(list(redis.scan_iter(job_keys_pattern(), count=1000))), redis.llen(QUEUE_NAMES["cpu"])
 
 
 @pytest.mark.parametrize("name,path,body,content_type,status,locations", CASES, ids=[case[0] for case in CASES])

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services import Training, corr2d, corr2d_multi, corr2d_multi_reference, correlate, fit_kernel, learn_kernel
-from tests.conftest import wait_for_job
-from tests.support import wait_until
+from tests.support import wait_for_job, wait_until
 from tests.test_jobs_api import correlate as correlate_job
 from tests.test_jobs_api import submit, train
 

@@ -12,12 +12,14 @@ from PIL import Image
 from client import (
     ApiError,
     Client,
+    ConvqError,
     CorrelationResult,
     Job,
     ProgressEvent,
     ServerUnreachable,
     StatusEvent,
     TrainingResult,
+    WaitTimeout,
 )
 from client.events import Retry, ServerSentEvent, parse
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, EDGES, K_2X2, X_3X3, Y_3X3
@@ -179,6 +181,16 @@ def test_a_bad_request_raises_api_error_with_the_problems_locations(api):
 def test_an_unreachable_server_raises_server_unreachable():
     with Client(f"http://127.0.0.1:{free_port()}") as nobody, pytest.raises(ServerUnreachable):
         nobody.health()
+
+
+def test_everything_the_client_raises_is_a_convq_error():
+    import client
+    import client.errors
+
+    raised = [name for name in client.errors.__all__ if name != "ConvqError"]
+    assert raised and all(issubclass(getattr(client.errors, name), ConvqError) for name in raised)
+    assert set(client.errors.__all__) <= set(client.__all__)
+    assert issubclass(WaitTimeout, TimeoutError)  # what wait() raised before the tree had a leaf for it
 
 
 def test_cancel_stops_a_running_training_and_wait_times_out_before(api):

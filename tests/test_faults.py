@@ -16,8 +16,7 @@ import torch
 from api import create_app
 from services import corr2d, learn_kernel
 from shared.settings import Settings
-from tests.conftest import wait_for_job
-from tests.support import RedisServer, Worker, wait_until
+from tests.support import RedisServer, Worker, wait_for_job, wait_until
 from tests.workers.crash_on_seed import CRASH_SEED
 
 FAULT_SETTINGS = {

@@ -7,7 +7,7 @@ its right result or a clear error. Jobs whose queue message is gone are sent
 again by the workers' reconciler. Short clocks (a 1 s restore sweep, a 6 s
 time limit) make redelivery and reconciliation happen within seconds. Beside
 the stack, in this process: the worker's run_job at a refusing Redis, and the
-reconciler's sweep alone. The Redis here is this module's own (`own_redis`),
+reconciler's sweep alone. The Redis here is this module's own (`own_redis_server`),
 not the suite's: its maxmemory changes.
 """
 
@@ -21,11 +21,11 @@ import pytest
 import requests
 
 from api import create_app
-from shared.jobstore import JobStore
+from shared.jobstore import JobStore, job_keys_pattern
 from shared.logs import redact
-from shared.schemas import FINISHED, CorrelationRequest
+from shared.request_models import CorrelationRequest
 from shared.settings import Settings
-from tests.support import RedisServer, Stack, free_port, wait_until
+from tests.support import RedisServer, Stack, finished_job, free_port, wait_until
 
 CLOCKS = {"RESTORE_SWEEP_SECONDS": "1", "JOB_TIME_LIMIT_SECONDS": "6", "REDELIVERY_MARGIN_SECONDS": "1"}
 TRAINING = {
@@ -48,28 +48,21 @@ WORKER_MET = (
 
 
 @pytest.fixture(scope="module")
-def own_redis(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("full-redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(own_redis, tmp_path_factory):
-    started = Stack(tmp_path_factory.mktemp("full-redis-stack"), REDIS_URL=own_redis.url, **CLOCKS)
+def stack(own_redis_server, tmp_path_factory):
+    started = Stack(tmp_path_factory.mktemp("full-redis-stack"), REDIS_URL=own_redis_server.url, **CLOCKS)
     yield started
     started.stop()
 
 
 @pytest.fixture
-def redis(own_redis):
-    client = own_redis.client()
+def redis(own_redis_server):
+    client = own_redis_server.client()
     yield client
     client.config_set("maxmemory", 0)
 
 
-def settings_of(own_redis) -> Settings:
-    return Settings(redis_url=own_redis.url, **{name.lower(): int(value) for name, value in CLOCKS.items()})
+def settings_of(own_redis_server) -> Settings:
+    return Settings(redis_url=own_redis_server.url, **{name.lower(): int(value) for name, value in CLOCKS.items()})
 
 
 class HealthProbe(threading.Thread):
@@ -108,9 +101,7 @@ def correlation(number: int) -> dict:
 
 def wait_until_finished(stack: Stack, job_id: str, timeout: float) -> dict:
     url = f"{stack.url}/v1/jobs/{job_id}"
-    return wait_until(
-        lambda: (job := requests.get(url, timeout=10).json())["status"] in FINISHED and job, timeout, f"job {job_id}"
-    )
+    return finished_job(lambda: requests.get(url, timeout=10).json(), timeout, f"job {job_id}")
 
 
 def test_a_full_redis_answers_507_loses_no_job_and_keeps_the_worker(stack, redis):
@@ -192,9 +183,9 @@ def test_a_full_redis_answers_507_loses_no_job_and_keeps_the_worker(stack, redis
     print(f"the worker met the full Redis: {worker_met}")
 
 
-def test_the_reconciler_sends_again_jobs_whose_message_is_gone(stack, own_redis, redis):
+def test_the_reconciler_sends_again_jobs_whose_message_is_gone(stack, own_redis_server, redis):
     """A job stored but never sent (the API died in between) and a running job whose message was acknowledged."""
-    store = JobStore.from_settings(settings_of(own_redis))
+    store = JobStore.from_settings(settings_of(own_redis_server))
     redis.config_resetstat()
     request = CorrelationRequest.model_validate({"input": [[1.0, 2.0]], "kernel": [[3.0]]}).model_dump_json().encode()
     never_sent, _ = store.create("correlation", request, "anonymous")
@@ -233,7 +224,7 @@ def test_a_key_sent_in_the_query_is_not_written_to_the_log(stack):
     assert redact("/v1/jobs?token=a&password=b&limit=1") == "/v1/jobs?token=[redacted]&password=[redacted]&limit=1"
 
 
-def test_a_job_whose_result_redis_refuses_still_ends_with_it(own_redis, redis, monkeypatch):
+def test_a_job_whose_result_redis_refuses_still_ends_with_it(own_redis_server, redis, monkeypatch):
     """In-process (the worker's own run_job, a real Redis at maxmemory): a big result Redis refuses to SET.
 
     A result over the job store's inline limit is written with SET before the FINISH script; a full Redis refuses
@@ -242,7 +233,7 @@ def test_a_job_whose_result_redis_refuses_still_ends_with_it(own_redis, redis, m
     """
     from worker import runner
 
-    store = JobStore.from_settings(settings_of(own_redis), patient=True)
+    store = JobStore.from_settings(settings_of(own_redis_server), patient=True)
     monkeypatch.setattr(runner, "job_store", lambda: store)
     request = CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}).model_dump_json().encode()
     job, _ = store.create("correlation", request, "anonymous")
@@ -257,21 +248,23 @@ def test_a_job_whose_result_redis_refuses_still_ends_with_it(own_redis, redis, m
     assert finished["status"] == "succeeded" and orjson.loads(store.result(job["id"]))["shape"] == [1, 20_000]
 
 
-def test_a_message_that_cannot_be_sent_discards_its_job_whatever_kombu_raises(stack, own_redis, redis, monkeypatch):
+def test_a_message_that_cannot_be_sent_discards_its_job_whatever_kombu_raises(
+    stack, own_redis_server, redis, monkeypatch
+):
     """kombu raised AttributeError from a channel an earlier error had closed: the job must not stay queued."""
-    app = create_app(settings_of(own_redis))
+    app = create_app(settings_of(own_redis_server))
     client, queue = app.test_client(), app.extensions["convq"].queue
 
     def closed_channel(*_, **__):
         raise AttributeError("'NoneType' object has no attribute 'client'")  # what kombu raised in the attack
 
-    jobs_before = set(redis.keys("convq:job:*"))
+    jobs_before = set(redis.keys(job_keys_pattern()))
     monkeypatch.setattr(queue, "send_task", closed_channel)
     body, headers = {"input": [[1.0, 2.0]], "kernel": [[3.0]]}, {"Idempotency-Key": "send-fails"}
     refused = client.post("/v1/correlations", json=body, headers=headers)
     assert refused.status_code == 503 and refused.mimetype == "application/problem+json"
     assert int(refused.headers["Retry-After"]) > 0
-    assert set(redis.keys("convq:job:*")) == jobs_before  # discarded, key and all
+    assert set(redis.keys(job_keys_pattern())) == jobs_before  # discarded, key and all
     monkeypatch.undo()
 
     retried = client.post("/v1/correlations", json=body, headers=headers)
@@ -280,7 +273,7 @@ def test_a_message_that_cannot_be_sent_discards_its_job_whatever_kombu_raises(st
     assert job["status"] == "succeeded" and job["result"]["output"] == [[3.0, 6.0]]
 
 
-def test_a_job_whose_end_redis_refuses_is_handed_back_not_acknowledged(own_redis, redis, monkeypatch):
+def test_a_job_whose_end_redis_refuses_is_handed_back_not_acknowledged(own_redis_server, redis, monkeypatch):
     """In-process: Redis refuses every write (NOREPLICAS, as while a replica is missing), FINISH included.
 
     The end is tried again for FINISH_PATIENCE_SECONDS, then the task rejects its message with requeue: Celery puts
@@ -291,7 +284,7 @@ def test_a_job_whose_end_redis_refuses_is_handed_back_not_acknowledged(own_redis
 
     from worker import runner
 
-    store = JobStore.from_settings(settings_of(own_redis), patient=True)
+    store = JobStore.from_settings(settings_of(own_redis_server), patient=True)
     monkeypatch.setattr(runner, "job_store", lambda: store)
     monkeypatch.setattr(runner, "FINISH_PATIENCE_SECONDS", 0.5, raising=False)
     request = CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}).model_dump_json().encode()

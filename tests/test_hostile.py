@@ -10,7 +10,7 @@ import torch
 from kombu import Connection
 
 from api import create_app
-from shared.jobstore import JobStore
+from shared.jobstore import JobStore, job_keys_pattern
 from tests.support import wait_until
 
 TEN_MB = 10 * 1024 * 1024
@@ -104,13 +104,13 @@ def test_records_results_and_histories_expire_on_schedule_then_404(redis_server,
     store.record_epochs(attempt, 1, [0.25])
     store.succeed(attempt, b'{"kernel": [[1.0]]}')
     redis = redis_server.client()
-    keys = list(redis.scan_iter(f"convq:job:{job_id}*"))
+    keys = list(redis.scan_iter(job_keys_pattern(job_id)))
     assert len(keys) == 5 and all(
         0 < redis.pttl(key) <= 1000 for key in keys
     )  # record, request, result, losses, events
     assert client.get(f"/v1/jobs/{job_id}").status_code == 200
 
-    wait_until(lambda: not list(redis.scan_iter(f"convq:job:{job_id}*")), 5, "the keys to expire")
+    wait_until(lambda: not list(redis.scan_iter(job_keys_pattern(job_id))), 5, "the keys to expire")
     for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/loss"):
         response = client.get(path)
         assert response.status_code == 404 and "expired" in response.get_json()["detail"]

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from api import pictures
-from tests.conftest import wait_for_job
 from tests.seed import EDGE_IMAGE, EDGES, K_2X2, X_3X3, Y_3X3
+from tests.support import wait_for_job
 from tests.test_bad_input import queued_state
 from tests.test_jobs_api import correlate, train
 

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from services import corr2d_reference, strategy
-from tests.conftest import wait_for_job
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, EDGES, K_2X2, TRANSPOSED_EDGES, X_3X3, Y_3X3, transpose
-from tests.support import wait_until
+from tests.support import wait_for_job, wait_until
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -255,7 +254,7 @@ def test_health_and_readiness(client):
 
 
 def test_jobs_match_the_documented_model(client):
-    from shared.schemas import Job
+    from shared.response_models import Job
 
     for job in (
         correlate(client, {"input": X_3X3, "kernel": K_2X2}),

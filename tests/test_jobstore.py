@@ -1,10 +1,26 @@
 """The job store's guarantees on a real Redis: redelivery and overlapping attempts never duplicate or corrupt a job."""
 
+import re
+
 import orjson
 import pytest
 
-from shared.jobstore import INLINE_BYTES, AttemptsExhausted, JobStore
-from shared.schemas import Problem
+from shared import jobstore_scripts
+from shared.jobstore import (
+    INLINE_BYTES,
+    RECONCILER_LOCK_KEY,
+    SCRIPT_KEYS,
+    SEQUENCE_KEY,
+    UNFINISHED_KEY,
+    AttemptsExhausted,
+    JobKeys,
+    JobStore,
+    idempotency_key_for,
+    index_key_for,
+    job_keys_pattern,
+    pending_result_key_for,
+)
+from shared.response_models import Job, JobSummary, Problem
 
 REQUEST = b'{"input": [[1.0]]}'
 OWNER = "anonymous"
@@ -25,7 +41,7 @@ def test_a_new_job_is_queued_with_its_request_and_expires(store, redis_server):
     assert store.get(job["id"])["device"] == "cuda:0"
     store.record_epochs(attempt, 1, [0.5])
     redis = redis_server.client()
-    for key in redis.scan_iter(f"convq:job:{job['id']}*"):
+    for key in redis.scan_iter(job_keys_pattern(job["id"])):
         assert 0 < redis.ttl(key) <= 60
 
 
@@ -97,14 +113,9 @@ def test_big_requests_and_results_bypass_the_scripts_with_the_same_guarantees(st
     assert store.succeed(first, b'{"stale": "' + b"s" * INLINE_BYTES + b'"}') is None
     assert store.succeed(second, big) == "succeeded"
     assert orjson.loads(orjson.dumps(store.get(job_id)["result"])) == orjson.loads(big)
-    assert sorted(
-        key.decode().removeprefix(f"convq:job:{job_id}") for key in redis_server.client().keys(f"convq:job:{job_id}*")
-    ) == [
-        "",
-        ":events",
-        ":request",
-        ":result",
-    ]  # the stale attempt's pending result is gone
+    keys = JobKeys.of(job_id)
+    left = {key.decode() for key in redis_server.client().keys(job_keys_pattern(job_id))}
+    assert left == {keys.record, keys.events, keys.request, keys.result}  # the stale attempt's pending result is gone
 
 
 def test_a_message_of_an_expired_job_leaves_no_key_behind(redis_server):
@@ -112,7 +123,46 @@ def test_a_message_of_an_expired_job_leaves_no_key_behind(redis_server):
     redis = redis_server.client()
     store = JobStore(redis, ttl_seconds=1)
     job = store.create("correlation", REQUEST, OWNER)[0]
-    redis.delete(*[f"convq:job:{job['id']}{suffix}" for suffix in ("", ":request", ":result", ":losses", ":events")])
+    keys = JobKeys.of(job["id"])
+    redis.delete(keys.record, keys.request, keys.result, keys.losses, keys.events)
     assert store.start(job["id"], "cpu") is None
     assert store.fail(job["id"], None, Problem(title="x", status=500, detail="x")) is None
-    assert redis.exists(f"convq:job:{job['id']}") == 0
+    assert redis.exists(keys.record) == 0
+
+
+def test_key_names_stay_as_stored_by_earlier_versions():
+    """Jobs queued before an upgrade are read where they were written (README: upgrades with jobs waiting)."""
+    assert JobKeys.of("j") == (
+        "convq:job:j",
+        "convq:job:j:request",
+        "convq:job:j:result",
+        "convq:job:j:losses",
+        "convq:job:j:events",
+        "convq:metrics",
+    )
+    assert (index_key_for("o"), idempotency_key_for("o", "k"), pending_result_key_for("j", 2)) == (
+        "convq:jobs:o",
+        "convq:idempotency:o:k",
+        "convq:job:j:result:2",
+    )
+    assert (SEQUENCE_KEY, UNFINISHED_KEY, RECONCILER_LOCK_KEY) == (
+        "convq:jobs:sequence",
+        "convq:unfinished",
+        "convq:reconciler",
+    )
+
+
+def test_each_script_uses_only_the_keys_declared_for_it():
+    for name, layout in SCRIPT_KEYS.items():
+        code = re.sub(r"'[^']*'", "''", getattr(jobstore_scripts, name))  # not the strings ('idempotency_key')
+        used = set(re.findall(r"\b(\w+)_key\b", code))
+        assert used and used <= set(layout), f"{name} uses undeclared keys {used - set(layout)}"
+        assert "KEYS[" not in code, f"{name} reads a key by position"
+
+
+def test_the_store_answers_with_exactly_the_documented_models_fields(store):
+    """The API's answers are the store's views: dumps of Job and JobSummary, whose schemas the document holds."""
+    job_id = store.create("kernel_training", REQUEST, "listed", epochs=2)[0]["id"]
+    assert list(store.get(job_id)) == list(Job.model_fields)
+    [listed], _ = store.jobs("listed", status=None, kind=None, limit=10, before=None)
+    assert list(listed) == list(JobSummary.model_fields) and listed["id"] == job_id

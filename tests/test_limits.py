@@ -18,10 +18,9 @@ import pytest
 import requests
 
 from api.holds import Holds
-from shared.schemas import FINISHED
 from shared.settings import Settings
 from shared.startup import ConfigurationError, check_settings
-from tests.support import Stack, wait_until
+from tests.support import Stack, finished_job, wait_until
 
 KEYS = {name: f"{name}-key" for name in ("alice", "bob", "carol", "dave", "erin", "frank")}
 FLOODERS = ("alice", "carol", "dave", "erin", "frank")
@@ -108,7 +107,7 @@ def job_of(stack: Stack, name: str, job_id: str) -> dict:
 
 
 def wait_for(stack: Stack, name: str, job_id: str, timeout: float = 60) -> dict:
-    return wait_until(lambda: (job := job_of(stack, name, job_id))["status"] in FINISHED and job, timeout, "a job")
+    return finished_job(lambda: job_of(stack, name, job_id), timeout, "a job")
 
 
 class Latency:

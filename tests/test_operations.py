@@ -11,8 +11,7 @@ import pytest
 from api import create_app
 from shared.settings import Settings
 from shared.startup import ConfigurationError, check_settings, warn_about_redis
-from tests.conftest import wait_for_job
-from tests.support import REPO, RedisServer, Worker, settings_env, wait_until
+from tests.support import REPO, RedisServer, Worker, settings_env, wait_for_job, wait_until
 
 
 @pytest.fixture

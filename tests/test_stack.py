@@ -16,7 +16,7 @@ import pytest
 import requests
 import torch
 
-from shared.schemas import FINISHED
+from shared.response_models import FINISHED
 from tests.seed import EDGE_IMAGE, EDGES, K_2X2, Y_3X3
 from tests.support import REPO, Stack, wait_until
 from tests.test_operations import parse_metrics

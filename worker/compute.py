@@ -6,16 +6,12 @@ import logging
 import numpy as np
 import torch
 
-from services import EpochCallback, Training, fit_kernel, strategy
+from services import EpochCallback, OutputNotFinite, Training, fit_kernel, strategy
 from services import correlate as correlate_tensors
 from shared.arrays import to_json
-from shared.schemas import CorrelationRequest, KernelTrainingRequest
+from shared.request_models import CorrelationRequest, KernelTrainingRequest
 
 log = logging.getLogger(__name__)
-
-
-class OutputNotFinite(ArithmeticError):
-    """The output overflowed float32."""
 
 
 def _tensor(matrix: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -26,7 +22,7 @@ def _array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().cpu().contiguous().numpy()
 
 
-def correlate(request: CorrelationRequest, device: torch.device, on_epoch: EpochCallback | None = None) -> bytes:
+def correlate(request: CorrelationRequest, device: torch.device) -> bytes:
     """Run a correlation request; return its result as JSON. A correlation has no epochs to report."""
     kernel = request.kernel
     path = strategy(request.output_shape, kernel.shape, request.stride) if kernel.ndim == 2 else "channels"

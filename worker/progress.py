@@ -15,9 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.jobstore import Attempt, JobStore
-
-FLUSH_SECONDS = 0.1
+from shared.jobstore import FLUSH_SECONDS, Attempt, JobStore
 
 
 class ProgressNotRecorded(Exception):

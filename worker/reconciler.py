@@ -28,7 +28,7 @@ import threading
 from celery import Celery
 
 from shared.jobstore import DueJob, JobStore
-from shared.schemas import Problem
+from shared.response_models import Problem
 from shared.settings import Settings
 from shared.taskqueue import QUEUE_NAMES, TASK_FOR_KIND, messages_in_redis
 

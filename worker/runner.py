@@ -28,12 +28,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from services import EpochCallback, TrainingDiverged, pick_device
+from services import EpochCallback, OutputNotFinite, TrainingDiverged, pick_device
 from shared import logs
 from shared.jobstore import Attempt, AttemptsExhausted, JobStore, out_of_memory
-from shared.schemas import Problem
+from shared.response_models import Problem
 from shared.settings import get_settings
-from worker.compute import OutputNotFinite
 from worker.progress import EpochRecorder, ProgressNotRecorded
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Latency of a tiny correlation through a running convq: one `Prefer: wait` submit vs submit plus polling.
 
-Usage: python scripts/bench_prefer_wait.py [--url http://127.0.0.1:8000] [--jobs 200]
+Usage: python -m bench.prefer_wait [--url http://127.0.0.1:8000] [--jobs 200]
 Prints the median and p90 of each way, measured side by side (interleaved) in one run.
 """
 

@@ -1,13 +1,12 @@
-"""The request and response models of HTTP API v1: every check a careful user expects, in one place.
+"""The request models of HTTP API v1: every check a careful user expects, in one place.
 
 Requests are validated from already-parsed JSON. Numbers are strict (no strings,
 booleans, NaN or infinities) and each error carries the location of the fault,
 so the API can point at it. Server limits come in through the validation
-context as a `Limits`; without one (in the worker) nothing is limited.
+context as a `Limits` (shared.shapes); without one (in the worker) nothing is limited.
 """
 
 import math
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -29,29 +28,21 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from shared import budget
-from shared.arrays import Base64Array, serialize_array, to_array, wire_type
+from shared.arrays import serialize_array, to_array, wire_type
 from shared.jsontypes import Number, fault, invalid, whole
-
-# Ceilings of the whole numbers a request may hold, in the schema for clients to see: far above what the
-# element and time limits let through, low enough that no size computed from them overflows the core's int64.
-MAX_SIDE = 2**24  # a kernel side, a stride, a padding
-MAX_EPOCHS = 10**9
-MAX_BATCH_SIZE = 2**24
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Server limits that requests are checked against (None: unlimited)."""
-
-    max_matrix_elements: int | None = None
-    max_epochs: int | None = None
-    max_work: int | None = None  # output elements x kernel taps x epochs x pairs
-    max_seconds: float | None = None  # the estimated run time a job may have (shared.budget)
-
-
-def _limits(info: ValidationInfo) -> Limits:
-    """The limits the caller validates against; none at all without a context (in the worker)."""
-    return info.context if isinstance(info.context, Limits) else Limits()
+from shared.shapes import (
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_SIDE,
+    channel_fault,
+    channels_out_shape,
+    check_output,
+    check_time,
+    check_work,
+    fmt,
+    limits_of,
+    multiply_adds,
+)
 
 
 def _broadcast(value: Any) -> Any:
@@ -81,7 +72,7 @@ def _array_field(*dimensions: int) -> Any:
     float32 numpy array, stored in the base64 form."""
 
     def validate(value: Any, info: ValidationInfo) -> np.ndarray:
-        return to_array(value, _limits(info).max_matrix_elements, dimensions)
+        return to_array(value, limits_of(info).max_matrix_elements, dimensions)
 
     return Annotated[
         Any, PlainValidator(validate, json_schema_input_type=wire_type(dimensions)), PlainSerializer(serialize_array)
@@ -103,95 +94,6 @@ NumberOrNumbers = Annotated[
 ]
 Image = _array_field(2, 3)  # H x W, or C x H x W
 Kernel = _array_field(2, 3, 4)  # kh x kw, C x kh x kw (one output channel), or O x C x kh x kw
-
-
-def output_shape(
-    input_shape: tuple[int, int],
-    kernel_shape: tuple[int, int],
-    padding: tuple[int, int] = (0, 0),
-    stride: tuple[int, int] = (1, 1),
-) -> tuple[int, int]:
-    """Return (oh, ow) of a correlation; a dimension < 1 means the kernel does not fit."""
-    (h, w), (kh, kw), (ph, pw), (sh, sw) = input_shape, kernel_shape, padding, stride
-    return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-
-
-def _fmt(shape: tuple[int, ...]) -> str:
-    return " x ".join(map(str, shape))
-
-
-def channels_out_shape(
-    input_shape: tuple[int, ...], kernel_shape: tuple[int, ...], padding: tuple[int, int], stride: tuple[int, int]
-) -> tuple[int, ...]:
-    """(oh, ow), or (O, oh, ow) for an O x C x kh x kw kernel."""
-    spatial = output_shape(input_shape[-2:], kernel_shape[-2:], padding, stride)
-    return (kernel_shape[0], *spatial) if len(kernel_shape) == 4 else spatial
-
-
-def channel_fault(input_shape: tuple[int, ...], kernel_shape: tuple[int, ...], where: str) -> InitErrorDetails | None:
-    """Why the kernel's input channels do not match the input's, naming the dimensions; None if they do."""
-    channels = input_shape[0] if len(input_shape) == 3 else 1
-    if len(kernel_shape) == 2:
-        if len(input_shape) == 3:
-            message = (
-                f"the input has {channels} channels (dimension 0 of its {_fmt(input_shape)}), so {where} must be "
-                f"C x kh x kw or O x C x kh x kw with C = {channels}, not {_fmt(kernel_shape)}"
-            )
-            return fault((where,), "channel_mismatch", message)
-        return None
-    dimension = len(kernel_shape) - 3
-    if kernel_shape[dimension] != channels:
-        what = f"{channels} (dimension 0 of its {_fmt(input_shape)})" if len(input_shape) == 3 else "1 (it is 2-D)"
-        message = (
-            f"{where} is {_fmt(kernel_shape)}: {kernel_shape[dimension]} input channels in its dimension "
-            f"{dimension}, but the input's channels are {what}"
-        )
-        return fault((where,), "channel_mismatch", message)
-    return None
-
-
-def multiply_adds(out_shape: tuple[int, ...], kernel_shape: tuple[int, ...], repeats: int) -> int:
-    """Multiply-adds: output elements x kernel taps per output element x repeats (epochs, pairs)."""
-    taps = math.prod(kernel_shape[1:] if len(kernel_shape) == 4 else kernel_shape)
-    return math.prod(out_shape) * taps * repeats
-
-
-def check_work(
-    out_shape: tuple[int, ...], kernel_shape: tuple[int, ...], repeats: int, info: ValidationInfo, why: str = "epochs"
-) -> None:
-    """Refuse a job whose work exceeds the server's budget."""
-    budget = _limits(info).max_work
-    work = multiply_adds(out_shape, kernel_shape, repeats)
-    if budget is not None and work > budget:
-        message = (
-            f"the job needs {work} multiply-adds (output {_fmt(out_shape)} x kernel {_fmt(kernel_shape)} x {repeats} "
-            f"{why}), over this server's budget of {budget} (MAX_WORK)"
-        )
-        raise invalid("Request", fault((), "work_over_budget", message))
-
-
-def check_time(seconds: float, info: ValidationInfo, what: str) -> None:
-    """Refuse a job whose estimated run time (shared.budget) would not end before the time limit stops it."""
-    limit = _limits(info).max_seconds
-    if limit is not None and seconds > limit:
-        message = (
-            f"the job would run for about {seconds:,.0f} s ({what}, estimated for this server's CPU workers), "
-            f"over the {limit:,.0f} s a job may run (the soft limit of JOB_TIME_LIMIT_SECONDS): "
-            "ask for fewer epochs, fewer or smaller pairs, or bigger batches"
-        )
-        raise invalid("Request", fault((), "time_over_budget", message))
-
-
-def check_output(out_shape: tuple[int, ...], info: ValidationInfo, where: str) -> None:
-    """Refuse an output bigger than the matrices the server takes in (padding can make a 1 x 1 input's huge)."""
-    limit = _limits(info).max_matrix_elements
-    elements = math.prod(out_shape)
-    if limit is not None and elements > limit:
-        message = (
-            f"the output would be {_fmt(out_shape)} = {elements} elements, "
-            f"over this server's limit of {limit} (MAX_MATRIX_ELEMENTS)"
-        )
-        raise invalid("Request", fault((where,), "output_too_large", message))
 
 
 class Request(BaseModel):
@@ -238,7 +140,7 @@ class CorrelationRequest(Request):
         kernel = self.kernel.shape[-2:]
         if kernel[0] > padded[0] or kernel[1] > padded[1]:
             message = (
-                f"kernel is {_fmt(kernel)} but the input padded by {list(self.padding)} is {_fmt(padded)}: "
+                f"kernel is {fmt(kernel)} but the input padded by {list(self.padding)} is {fmt(padded)}: "
                 "the kernel must fit inside it"
             )
             return fault(("kernel",), "kernel_too_large", message)
@@ -251,7 +153,7 @@ class CorrelationRequest(Request):
         if len(self.bias) != self.kernel.shape[0]:
             message = (
                 f"bias has {len(self.bias)} values but the kernel has {self.kernel.shape[0]} output channels "
-                f"(dimension 0 of its {_fmt(self.kernel.shape)})"
+                f"(dimension 0 of its {fmt(self.kernel.shape)})"
             )
             return fault(("bias",), "bias_length_mismatch", message)
         return None
@@ -329,7 +231,7 @@ class KernelTrainingRequest(Request):
     @field_validator("epochs")
     @classmethod
     def _epochs_within_limit(cls, epochs: int, info: ValidationInfo) -> int:
-        limit = _limits(info).max_epochs
+        limit = limits_of(info).max_epochs
         if limit is not None and epochs > limit:
             raise PydanticCustomError(
                 "epochs_over_limit",
@@ -412,7 +314,7 @@ class KernelTrainingRequest(Request):
                     f"give exactly one of target and target_kernel, not {which}",
                 )
             if example.shape != first.shape:
-                message = f"pairs[{index}].input is {_fmt(example.shape)} but pairs[0].input is {_fmt(first.shape)}"
+                message = f"pairs[{index}].input is {fmt(example.shape)} but pairs[0].input is {fmt(first.shape)}"
                 return fault(self._where(index, "input"), "input_shape_mismatch", message)
         return None
 
@@ -427,7 +329,7 @@ class KernelTrainingRequest(Request):
             if given is not None and tuple(given) != tuple(wanted):
                 where = "kernel_shape" if self.kernel_shape is not None else "kernel_size"
                 message = (
-                    f"{where} {list(given)} disagrees with target_kernel, which is {_fmt(self.target_kernel.shape)}"
+                    f"{where} {list(given)} disagrees with target_kernel, which is {fmt(self.target_kernel.shape)}"
                 )
                 return fault((where,), "kernel_size_mismatch", message)
         size, where = self.resolved_kernel_shape, self._kernel_field
@@ -436,7 +338,7 @@ class KernelTrainingRequest(Request):
             return channels
         spatial, image = size[-2:], self.examples[0][0].shape[-2:]
         if spatial[0] > image[0] or spatial[1] > image[1]:
-            message = f"a {_fmt(spatial)} kernel does not fit inside the {_fmt(image)} input"
+            message = f"a {fmt(spatial)} kernel does not fit inside the {fmt(image)} input"
             return fault((where,), "kernel_too_large", message)
         return None
 
@@ -444,8 +346,8 @@ class KernelTrainingRequest(Request):
         for index, (example, target) in enumerate(self.examples):
             if target is not None and target.shape != self.output_shape:
                 message = (
-                    f"target is {_fmt(target.shape)} but a {_fmt(self.resolved_kernel_shape)} kernel on the "
-                    f"{_fmt(example.shape)} input gives {_fmt(self.output_shape)}"
+                    f"target is {fmt(target.shape)} but a {fmt(self.resolved_kernel_shape)} kernel on the "
+                    f"{fmt(example.shape)} input gives {fmt(self.output_shape)}"
                 )
                 return fault(self._where(index, "target"), "target_shape_mismatch", message)
         return None
@@ -476,101 +378,3 @@ class KernelTrainingRequest(Request):
     @property
     def work(self) -> int:
         return multiply_adds(self.output_shape, self.resolved_kernel_shape, self.epochs * len(self.examples))
-
-
-JobKind = Literal["correlation", "kernel_training"]
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINISHED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-
-
-class FieldError(BaseModel):
-    loc: str = Field(description="JSON pointer to the fault in the request, e.g. /input/3")
-    msg: str
-    type: str
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem: every error of the API, and the error of a failed job."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    instance: str | None = Field(None, description="identifies this occurrence, e.g. in the server's logs")
-    errors: list[FieldError] | None = None
-
-
-Rows = list[list[float]]
-
-
-class CorrelationResult(BaseModel):
-    output: Rows | list[Rows] | Base64Array = Field(description="oh x ow, or O x oh x ow with output channels")
-    shape: list[int]
-
-
-class TrainingResult(BaseModel):
-    kernel: Rows | list[Rows] | list[list[Rows]] | Base64Array = Field(description="in the requested kernel's shape")
-    bias: float | list[float] | None = Field(description="one number, or one per output channel; null without bias")
-    loss: float
-    loss_history: list[float]
-    epochs_run: int
-    converged: bool = Field(description="the last loss is below the request's tolerance")
-
-
-class Progress(BaseModel):
-    epoch: int
-    epochs: int
-    loss: float | None
-
-
-class Job(BaseModel):
-    """GET /v1/jobs/<id>: one job, as the job store holds it."""
-
-    id: str
-    kind: JobKind
-    status: JobStatus
-    attempts: int = Field(description="how many times a worker has started the job (more than 1 after a redelivery)")
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    expires_at: str = Field(description="when the job, its result and loss history will be forgotten")
-    queue: Literal["cpu", "gpu"] = Field(description="the workers it was queued for")
-    device: str | None = Field(description="where its last attempt ran: cpu, cuda:0, ...; null before it starts")
-    progress: Progress | None
-    result: CorrelationResult | TrainingResult | None
-    error: Problem | None
-
-
-class JobSummary(BaseModel):
-    """A job in a list: everything but its result."""
-
-    id: str
-    kind: JobKind
-    status: JobStatus
-    attempts: int
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    expires_at: str
-    queue: Literal["cpu", "gpu"]
-    device: str | None
-    progress: Progress | None
-    error: Problem | None
-
-
-class JobList(BaseModel):
-    """GET /v1/jobs: the caller's jobs, newest first."""
-
-    jobs: list[JobSummary]
-    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null on the last page")
-
-
-class LossPage(BaseModel):
-    """GET /v1/jobs/<id>/loss?since=k: the losses of the epochs after k."""
-
-    losses: list[float]
-    since: int
-    epochs_done: int
-    epochs: int
-    status: JobStatus
