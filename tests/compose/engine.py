@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 from pathlib import Path
 
 from pip._internal.models.index import PyPI
@@ -255,13 +254,11 @@ class PipSettings:
         return None
 
 
-def wait_healthy(compose, timeout: float) -> float:
-    """Seconds until every running container of the project reports healthy."""
-    started = time.monotonic()
+def wait_healthy(compose, timeout: float) -> None:
+    """Wait until every running container of the project reports healthy."""
 
     def healthy() -> bool:
         states = compose("ps", "--format", "{{.Health}}").stdout.split()
         return bool(states) and all(state == "healthy" for state in states)
 
     wait_until(healthy, timeout, "every container healthy", 0.5)
-    return time.monotonic() - started
