@@ -192,8 +192,18 @@ def build(settings: Settings) -> dict:
             "/v1/jobs/{job_id}": job
             | {
                 "get": {
-                    "summary": "A job: status, progress, result or error",
-                    "responses": {"200": _json("Job", "The job", _JOB_HEADERS), **_problems(401, 404, 414, 503)},
+                    "summary": "A job: status, progress, result or error; with Accept: application/x-npy, "
+                    "a succeeded job's output or kernel as .npy (409 before)",
+                    "responses": {
+                        "200": _json("Job", "The job", _JOB_HEADERS)
+                        | {
+                            "content": {
+                                "application/json": {"schema": _ref("Job")},
+                                NPY: {"schema": {"type": "string", "format": "binary"}},
+                            }
+                        },
+                        **_problems(401, 404, 409, 414, 503),
+                    },
                 },
                 "delete": {
                     "summary": "Cancel: a queued job never runs; a running training stops within an epoch "

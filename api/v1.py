@@ -73,6 +73,10 @@ def list_jobs() -> Response:
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
+    """The job as JSON; with `Accept: application/x-npy` (preferred to JSON), its array as output.npy or kernel.npy."""
+    if request.accept_mimetypes.best_match(["application/json", NPY]) == NPY:
+        kind = _existing(job_id, runtime().store.get(_parse_id(job_id), g.caller, with_result=False))["kind"]
+        return get_output_npy(job_id) if kind == "correlation" else get_kernel_npy(job_id)
     return _job_response(_existing(job_id, runtime().store.get(_parse_id(job_id), g.caller)))
 
 

@@ -129,3 +129,13 @@ def test_npy_results_are_409_until_the_job_succeeded(client):
     wait_for_job(client, job["id"])
     cancelled = client.get(f"/v1/jobs/{job['id']}/kernel.npy")
     assert cancelled.status_code == 409 and "cancelled" in cancelled.get_json()["detail"]
+
+
+def test_accept_npy_on_the_job_gives_its_array(client):
+    correlation = correlate(client, {"input": X_3X3, "kernel": K_2X2})
+    npy_accepted = {"Accept": "application/x-npy"}
+    assert load(client.get(f"/v1/jobs/{correlation['id']}", headers=npy_accepted)).tolist() == Y_3X3
+    assert client.get(f"/v1/jobs/{correlation['id']}", headers={"Accept": "*/*"}).mimetype == "application/json"
+    training = train(client, {"input": EDGE_IMAGE, "target": EDGES, "kernel_size": [1, 2]})
+    kernel = load(client.get(f"/v1/jobs/{training['id']}", headers=npy_accepted))
+    assert np.array_equal(kernel, np.array(training["result"]["kernel"], dtype=np.float32))
