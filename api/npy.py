@@ -31,7 +31,7 @@ _HEADER_READERS = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.
 
 
 class Fault(ValueError):
-    """What is wrong with an uploaded array; `element` is the index of a bad element, when one is."""
+    """What is wrong with an uploaded array; `where` is the path to the fault inside it (a member, an element)."""
 
     def __init__(self, kind: str, message: str, where: tuple[str | int, ...] = ()):
         super().__init__(message)
