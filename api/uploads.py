@@ -27,7 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from api import npy
+from api import bulk, npy
 from api.body import body_too_large, validate
 from api.kernels import KERNELS
 from api.problems import ProblemError, invalid
@@ -59,7 +59,7 @@ def parse_array_form(model: type[CorrelationRequest | KernelTrainingRequest], li
     files, form = _form()
     fields: dict[str, object] = {}
     if JSON_PART in files or JSON_PART in form:
-        fields = _json_part(files, form)
+        fields = _json_part(files, form, limits)
     for name in form:
         if name != JSON_PART:
             _put(fields, name, _field(name, form.getlist(name)))
@@ -89,15 +89,22 @@ def _put(fields: dict, name: str, value: object) -> None:
     fields[name] = value
 
 
-def _json_part(files, form) -> dict:
+def _json_part(files, form, limits: Limits) -> dict:
+    """The JSON part's object; its long arrays read straight into float32 by api/bulk.py, as a JSON body's are."""
     parts = files.getlist(JSON_PART) + form.getlist(JSON_PART)
     if len(parts) != 1:
         raise _fault(f"/{JSON_PART}", "repeated_field", f"{JSON_PART} is given {len(parts)} times; give it once")
     part = parts[0]
-    text = part.read() if isinstance(part, FileStorage) else part.encode()
+    text = bytearray(part.read() if isinstance(part, FileStorage) else part.encode())
     try:
-        value = jiter.from_json(text, allow_inf_nan=False, catch_duplicate_keys=True)
-    except ValueError as error:
+        cut = bulk.cut_arrays(text, limits.max_matrix_elements)
+        value = bulk.swap_in(jiter.from_json(cut.rest, allow_inf_nan=False, catch_duplicate_keys=True), cut.arrays)
+    except bulk.TooManyNumbers as error:
+        raise _fault(f"/{JSON_PART}", "too_many_numbers", str(error), status=413) from None
+    except bulk.RefusedAt as refused:
+        where = "/".join(str(part) for part in (*refused.loc, *refused.refused.element))  # the field's own place
+        raise _fault(f"/{where}", refused.refused.kind, refused.refused.message) from None
+    except ValueError as error:  # jiter's, and bulk.Malformed
         raise _fault(f"/{JSON_PART}", "json_invalid", f"{JSON_PART} must be a JSON object: {error}") from None
     if not isinstance(value, dict):
         raise _fault(f"/{JSON_PART}", "json_invalid", f"{JSON_PART} must be a JSON object of the other fields")

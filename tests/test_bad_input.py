@@ -516,6 +516,14 @@ NPY_CASES = [
     ("request part not an object", CORRELATIONS, {"input": GOOD_X, "request": b"[1]"}, {}, 422, ["/request"]),
     ("request part not JSON", CORRELATIONS, {"input": GOOD_X, "request": b"{"}, {}, 422, ["/request"]),
     (
+        "a long ragged array in the request part",
+        CORRELATIONS,
+        {"input": GOOD_X, "request": orjson.dumps({"kernel": [[0] * 50] * 99 + [[0] * 49]})},
+        {},
+        422,
+        ["/kernel"],
+    ),
+    (
         "npy training of int64",
         TRAININGS,
         {"input": npy(EDGE_IMAGE, "<i8"), "target": npy(EDGES)},

@@ -81,6 +81,13 @@ def test_the_other_fields_may_come_as_one_json_part(client):
     assert load(client.get(f"/v1/jobs/{job['id']}/output.npy")).tolist() == Y_3X3
 
 
+def test_long_arrays_in_the_json_part_are_read_as_in_a_json_body(client):
+    x = np.arange(60 * 70, dtype=np.float32).reshape(60, 70) % 7
+    files = {"kernel": npy(K_2X2), "request": json.dumps({"input": x.tolist(), "padding": 1}).encode()}
+    by_form = finished(client, post_form(client, CORRELATIONS, files))
+    assert by_form["result"] == correlate(client, {"input": x.tolist(), "kernel": K_2X2, "padding": 1})["result"]
+
+
 def test_a_training_of_npy_files_learns_the_kernel_of_json_lists_and_base64(client):
     options = {"kernel_size": [1, 2], "lr": 0.03, "epochs": 20}
     files = {"input": npy(EDGE_IMAGE), "target": npy(EDGES)}
