@@ -8,6 +8,7 @@ from pydantic.json_schema import models_json_schema
 
 from api import parameters, problems, uploads
 from api.events import EVENT_ID
+from api.npy import MEDIA_TYPE as NPY
 from shared.jobstore import FLUSH_SECONDS
 from shared.request_models import CorrelationRequest, KernelTrainingRequest
 from shared.response_models import Job, JobList, LossPage, Problem
@@ -33,10 +34,10 @@ def _problems(*statuses: int) -> dict:
         400: "Malformed JSON or an invalid parameter",
         401: "Missing or wrong API key",
         404: "No such job (unknown, expired, or another key's)",
-        409: "The job has no output: it is not a succeeded correlation",
+        409: "The job has no such result yet: it has not succeeded",
         413: "Body over MAX_BODY_BYTES, or an image over MAX_MATRIX_ELEMENTS pixels",
         414: f"URL over {problems.MAX_URL_LENGTH} characters",
-        415: "Body is not application/json (nor, for correlations, multipart/form-data)",
+        415: "Body is not application/json (nor multipart/form-data)",
         422: "Invalid request; `errors` point at each fault",
         429: "Too many submissions or open streams for this key, or the queue is full",
         503: "Redis or the queue is unreachable, or this server process holds all the streams it may",
@@ -107,16 +108,24 @@ def _picture(summary: str, content: dict, statuses: tuple[int, ...], parameters:
     return operation | ({"parameters": parameters} if parameters else {})
 
 
+def _npy(summary: str) -> dict:
+    content = {NPY: {"schema": {"type": "string", "format": "binary"}}}
+    return {
+        "summary": summary,
+        "responses": {"200": {"description": "The array", "content": content}, **_problems(401, 404, 409, 414, 503)},
+    }
+
+
 def _loss_chart(name: str, content: dict) -> dict:
     statuses = (400, 401, 404, 414, 503)
     return _picture(f"The loss curve so far, as {name}", content, statuses, [parameters.SCALE.document()])
 
 
-def _submission(model: str, summary: str, form: dict | None = None) -> dict:
-    body = {"application/json": {"schema": _ref(model)}}
-    if form:
-        encoding = {uploads.IMAGE_FIELD: {"contentType": "image/png, image/jpeg"}}
-        body["multipart/form-data"] = {"schema": form, "encoding": encoding}
+def _submission(model: type[CorrelationRequest | KernelTrainingRequest], summary: str) -> dict:
+    body = {
+        "application/json": {"schema": _ref(model.__name__)},
+        "multipart/form-data": {"schema": uploads.form_schema(model), "encoding": uploads.form_encoding(model)},
+    }
     return {
         "summary": summary,
         "parameters": [
@@ -166,14 +175,10 @@ def build(settings: Settings) -> dict:
         "paths": {
             "/v1/correlations": {
                 "post": _submission(
-                    "CorrelationRequest",
-                    "Cross-correlate an input (a matrix, or an image) with a kernel",
-                    uploads.form_schema(),
+                    CorrelationRequest, "Cross-correlate an input (a matrix, an .npy file, or an image) with a kernel"
                 )
             },
-            "/v1/kernel-trainings": {
-                "post": _submission("KernelTrainingRequest", "Learn a kernel by gradient descent")
-            },
+            "/v1/kernel-trainings": {"post": _submission(KernelTrainingRequest, "Learn a kernel by gradient descent")},
             "/v1/jobs": {
                 "get": {
                     "summary": "The caller's jobs, newest first, without results",
@@ -187,8 +192,18 @@ def build(settings: Settings) -> dict:
             "/v1/jobs/{job_id}": job
             | {
                 "get": {
-                    "summary": "A job: status, progress, result or error",
-                    "responses": {"200": _json("Job", "The job", _JOB_HEADERS), **_problems(401, 404, 414, 503)},
+                    "summary": "A job: status, progress, result or error; with Accept: application/x-npy, "
+                    "a succeeded job's output or kernel as .npy (409 before)",
+                    "responses": {
+                        "200": _json("Job", "The job", _JOB_HEADERS)
+                        | {
+                            "content": {
+                                "application/json": {"schema": _ref("Job")},
+                                NPY: {"schema": {"type": "string", "format": "binary"}},
+                            }
+                        },
+                        **_problems(401, 404, 409, 414, 503),
+                    },
                 },
                 "delete": {
                     "summary": "Cancel: a queued job never runs; a running training stops within an epoch "
@@ -225,6 +240,10 @@ def build(settings: Settings) -> dict:
                     (401, 404, 409, 414, 503),
                 )
             },
+            "/v1/jobs/{job_id}/output.npy": job
+            | {"get": _npy("A succeeded correlation's output as an .npy file (float32, C order)")},
+            "/v1/jobs/{job_id}/kernel.npy": job
+            | {"get": _npy("A succeeded training's learned kernel as an .npy file (float32, C order)")},
             "/v1/kernels": {
                 "get": {
                     "summary": "Named kernels: the seed's edge detector, Sobel, Laplacian, box blur",

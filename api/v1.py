@@ -11,10 +11,12 @@ from flask import Blueprint, Response, g, request, stream_with_context, url_for
 from api import access, events, holds, parameters
 from api.body import parse_body
 from api.kernels import KERNELS
+from api.npy import MEDIA_TYPE as NPY
+from api.npy import to_bytes as npy_bytes
 from api.problems import ProblemError, QueueUnavailable, invalid
 from api.responses import json_response
 from api.runtime import runtime
-from api.uploads import parse_image_correlation
+from api.uploads import parse_array_form, parse_correlation_form
 from shared import logs
 from shared.arrays import dump_json, to_array
 from shared.jobstore import IdempotencyConflict
@@ -33,20 +35,24 @@ Found = TypeVar("Found")
 POLL_AFTER_SECONDS = 1
 RETRY_WHEN_FULL_SECONDS = 5
 PREFER_WAIT = re.compile(r"(?:^|[,;])\s*wait\s*=\s*(\d{1,6})\s*(?=$|[,;])", re.IGNORECASE)
-MULTIPART = "multipart/form-data with an image"
+MULTIPART = "multipart/form-data (an image, or .npy files)"
 
 
 @bp.post("/correlations")
 def submit_correlation() -> Response:
-    """A JSON body, or a multipart form with an image as the input (api/uploads.py)."""
+    """A JSON body, or a multipart form with an image or .npy files as the arrays (api/uploads.py)."""
     if request.mimetype == "multipart/form-data":
-        return _submit("correlation", parse_image_correlation(runtime().limits))
+        return _submit("correlation", parse_correlation_form(runtime().limits))
     return _submit("correlation", parse_body(CorrelationRequest, runtime().limits, alternative=MULTIPART))
 
 
 @bp.post("/kernel-trainings")
 def submit_kernel_training() -> Response:
-    training = parse_body(KernelTrainingRequest, runtime().limits)
+    """A JSON body, or a multipart form with .npy files as the arrays and an .npz as the pairs (api/uploads.py)."""
+    if request.mimetype == "multipart/form-data":
+        training = parse_array_form(KernelTrainingRequest, runtime().limits)
+    else:
+        training = parse_body(KernelTrainingRequest, runtime().limits, alternative="multipart/form-data")
     return _submit("kernel_training", training, epochs=training.epochs)
 
 
@@ -67,6 +73,10 @@ def list_jobs() -> Response:
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
+    """The job as JSON; with `Accept: application/x-npy` (preferred to JSON), its array as output.npy or kernel.npy."""
+    if request.accept_mimetypes.best_match(["application/json", NPY]) == NPY:
+        kind = _existing(job_id, runtime().store.get(_parse_id(job_id), g.caller, with_result=False))["kind"]
+        return get_output_npy(job_id) if kind == "correlation" else get_kernel_npy(job_id)
     return _job_response(_existing(job_id, runtime().store.get(_parse_id(job_id), g.caller)))
 
 
@@ -107,6 +117,34 @@ def get_output_image(job_id: str) -> Response:
     request = CorrelationRequest.model_validate_json(_existing(job_id, store.request(parsed)))
     window = pictures.unpadded(request.input.shape[-2:], request.kernel.shape[-2:], request.padding, request.stride)
     return Response(pictures.output_png(output, window), mimetype="image/png")
+
+
+@bp.get("/jobs/<job_id>/output.npy")
+def get_output_npy(job_id: str) -> Response:
+    """A succeeded correlation's output as an .npy file (float32)."""
+    return _result_npy(job_id, "correlation", "output", (2, 3))
+
+
+@bp.get("/jobs/<job_id>/kernel.npy")
+def get_kernel_npy(job_id: str) -> Response:
+    """A succeeded training's learned kernel as an .npy file (float32)."""
+    return _result_npy(job_id, "kernel_training", "kernel", (2, 3, 4))
+
+
+def _result_npy(job_id: str, kind: JobKind, field: str, dimensions: tuple[int, ...]) -> Response:
+    store, parsed = runtime().store, _parse_id(job_id)
+    job = _existing(job_id, store.get(parsed, g.caller, with_result=False))
+    if job["kind"] != kind:
+        other = "a correlation" if job["kind"] == "correlation" else "a kernel training"
+        raise _not_found(job_id, f"is {other}: it has no {field}.npy")
+    if job["status"] != "succeeded":
+        detail = f"job {job_id!r} is {job['status']}: only a succeeded job has its {field}.npy"
+        problem = Problem(type="/problems/no-output", title="Conflict", status=409, detail=detail)
+        raise ProblemError(problem, _retry_unless_finished(job["status"]))
+    result = _existing(job_id, store.result(parsed))  # None only if it expired just now
+    array = to_array(orjson.loads(result)[field], dimensions=dimensions)  # either form: lists or base64
+    disposition = f'attachment; filename="{parsed}-{field}.npy"'
+    return Response(npy_bytes(array), mimetype=NPY, headers={"Content-Disposition": disposition})
 
 
 @bp.get("/jobs/<job_id>/events")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import numpy as np
 
 from cli import render
 from cli.matrices import KERNEL_SHAPE, PAIR, KernelFile, KernelName, MatrixFile, NumberType, PairsFile
@@ -79,6 +80,15 @@ device_option = click.option(
 )
 
 
+def _npy_output(what: str):
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"Wait for the job and write {what} to this .npy file (float32).",
+    )
+
+
 @click.group(cls=ConvqGroup, epilog="\b\n" + __doc__[__doc__.index("Exit codes") :])
 @click.option("--url", envvar="CONVQ_URL", default="http://127.0.0.1:8000", show_default=True, show_envvar=True)
 @click.option("--api-key", envvar="CONVQ_API_KEY", show_envvar=True, help="Sent as Authorization: Bearer <key>.")
@@ -101,10 +111,17 @@ def cli(ctx: click.Context, url: str, api_key: str | None, as_json: bool) -> Non
 @click.option("--bias", type=NumberType(many=True), help="Added to the output; 1,0,-1: one per output channel.")
 @device_option
 @wait_option
+@_npy_output("its output")
 @json_option
 @click.pass_obj
-def correlate(session: Session, input_, kernel, padding, stride, bias, device: str | None, wait: bool) -> None:
-    """Cross-correlate a matrix (or an input with channels) with a kernel: a file, or a name such as sobel-x."""
+def correlate(
+    session: Session, input_, kernel, padding, stride, bias, device: str | None, wait: bool, output: Path | None
+) -> None:
+    """Cross-correlate a matrix (or an input with channels) with a kernel: a file, or a name such as sobel-x.
+
+    Arrays of 64K elements or more travel as .npy files, both ways with -o.
+    """
+    wait = wait or output is not None
     job = session.client.correlate(
         input_,
         session.kernel(kernel),
@@ -114,7 +131,9 @@ def correlate(session: Session, input_, kernel, padding, stride, bias, device: s
         device=device,
         wait=SUBMIT_WAIT_SECONDS if wait else None,
     )
-    _conclude(session, _follow(session, job) if wait else job)
+    job = _follow(session, job) if wait else job
+    _save(session, job, output, session.client.output_npy)
+    _conclude(session, job, result=output is None)
 
 
 @cli.command()
@@ -140,10 +159,12 @@ def correlate(session: Session, input_, kernel, padding, stride, bias, device: s
 @click.option("--seed", type=int, help="Seed of the initial kernel and the shuffles [server's default: 0].")
 @device_option
 @wait_option
+@_npy_output("the learned kernel")
 @json_option
 @click.pass_obj
-def train(session: Session, input_, target, pairs, target_kernel, wait: bool, **options) -> None:
+def train(session: Session, input_, target, pairs, target_kernel, wait: bool, output: Path | None, **options) -> None:
     """Learn a kernel by gradient descent; with --wait, follow it on a live progress bar."""
+    wait = wait or output is not None
     if (input_ is None) == (pairs is None):
         raise click.UsageError("give either -i/--input or --pairs")
     if pairs is not None and target is not None:
@@ -159,7 +180,9 @@ def train(session: Session, input_, target, pairs, target_kernel, wait: bool, **
         target_kernel=None if target_kernel is None else session.kernel(target_kernel, "--target-kernel"),
         **options,
     )
-    _conclude(session, _follow(session, job, bar=True) if wait else job)
+    job = _follow(session, job, bar=True) if wait else job
+    _save(session, job, output, session.client.kernel_npy)
+    _conclude(session, job, result=output is None)
 
 
 @cli.command()
@@ -246,6 +269,16 @@ def _follow(session: Session, job: Job, bar: bool = False) -> Job:
             markup=False,
         )
         raise
+
+
+def _save(session: Session, job: Job, output: Path | None, read) -> None:
+    """Write the succeeded job's array, read as .npy by `read`, to `output` (if asked)."""
+    if output is None or job.status != "succeeded":
+        return
+    array = read(job.id)
+    np.save(output, array, allow_pickle=False)
+    if not session.json:
+        render.out.print(f"wrote {output}, {' x '.join(map(str, array.shape))} float32", markup=False)
 
 
 def _conclude(session: Session, job: Job, result: bool = True) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from client.errors import ApiError, ServerUnreachable, StreamEnded, WaitTimeout
 from client.events import Retry, parse
-from client.matrices import MatrixLike, to_wire
+from client.matrices import NPY_MIN_ELEMENTS, MatrixLike, npy_bytes, npz_bytes, read_npy, to_wire
 from client.models import (
     Device,
     Event,
@@ -77,7 +77,7 @@ class Client:
         `input` is H x W or C x H x W; `kernel` kh x kw, C x kh x kw (one output) or O x C x kh x kw (O outputs,
         with one `bias` each if it is a list). `options`: see CorrelationOptions.
         """
-        body = {"input": to_wire(input), "kernel": to_wire(kernel)} | _correlation_options(options)
+        body = {"input": input, "kernel": kernel} | _correlation_options(options)
         return self._submit("/v1/correlations", body, wait)
 
     def correlate_image(
@@ -130,10 +130,10 @@ class Client:
         [kh, kw] (its channels follow the examples') or `kernel_shape` ([kh, kw], [C, kh, kw] or [O, C, kh, kw]).
         """
         body = {
-            "input": to_wire(input),
-            "pairs": None if pairs is None else [_pair(pair) for pair in pairs],
-            "target": to_wire(target),
-            "target_kernel": to_wire(target_kernel),
+            "input": input,
+            "pairs": None if pairs is None else _pairs(list(pairs)),
+            "target": target,
+            "target_kernel": target_kernel,
             "kernel_size": kernel_size,
             "kernel_shape": None if kernel_shape is None else [int(size) for size in kernel_shape],
             "lr": lr,
@@ -199,6 +199,14 @@ class Client:
         """The output of an image correlation as a PNG."""
         return self._request("GET", f"/v1/jobs/{job_id}/output.png", raw=True).content
 
+    def output_npy(self, job_id: str) -> np.ndarray:
+        """A succeeded correlation's output, read as an .npy file (float32): 409 (ApiError) until it succeeded."""
+        return read_npy(self._request("GET", f"/v1/jobs/{job_id}/output.npy", raw=True).content)
+
+    def kernel_npy(self, job_id: str) -> np.ndarray:
+        """A succeeded training's learned kernel, read as an .npy file (float32): 409 (ApiError) until it succeeded."""
+        return read_npy(self._request("GET", f"/v1/jobs/{job_id}/kernel.npy", raw=True).content)
+
     def loss_svg(self, job_id: str) -> str:
         """A training's loss curve as an SVG document."""
         return self._request("GET", f"/v1/jobs/{job_id}/loss.svg", raw=True).text
@@ -216,7 +224,20 @@ class Client:
         return self._request("GET", "/readyz")
 
     def _submit(self, path: str, body: dict, wait: int | None) -> Job:
-        return Job.from_json(self._request("POST", path, json=body, headers=_prefer(wait)))
+        """POST the body: as JSON (numpy arrays in the base64 form), or, when it holds a numpy array of
+        NPY_MIN_ELEMENTS or more (or pairs packed as an .npz), as a form with those arrays as .npy files."""
+        files = {
+            name: (f"{name}.npy", npy_bytes(value), "application/x-npy")
+            for name, value in body.items()
+            if isinstance(value, np.ndarray) and value.size >= NPY_MIN_ELEMENTS
+        }
+        if isinstance(body.get("pairs"), _Npz):
+            files["pairs"] = ("pairs.npz", body["pairs"].content, "application/zip")
+        if not files:
+            wire = {name: to_wire(value) for name, value in body.items()}
+            return Job.from_json(self._request("POST", path, json=wire, headers=_prefer(wait)))
+        form = {name: _form_value(name, to_wire(value)) for name, value in body.items() if name not in files}
+        return Job.from_json(self._request("POST", path, data=form, files=files, headers=_prefer(wait)))
 
     def _request(self, method: str, path: str, *, raw: bool = False, **kwargs):
         """Send a request; its JSON (or the response itself when `raw`), ApiError for 4xx/5xx."""
@@ -306,15 +327,42 @@ def _numbers(value: Numbers | None) -> float | list[float] | None:
     return [float(number) for number in value] if isinstance(value, Sequence | np.ndarray) else float(value)
 
 
+class _Npz:
+    """Training pairs packed as one .npz of inputs and targets (the API's `pairs` file)."""
+
+    def __init__(self, content: bytes):
+        self.content = content
+
+
+def _pairs(pairs: list[TrainingPair]) -> list[dict] | _Npz:
+    """The pairs on the wire: one .npz when they are numpy arrays of one shape with NPY_MIN_ELEMENTS or more
+    elements in all, else a list of pairs (their numpy arrays in the base64 form)."""
+    listed = [_pair(pair) for pair in pairs]
+    inputs = [pair.get("input") for pair in listed]
+    targets = [pair.get("target") for pair in listed]
+    packable = (
+        all(isinstance(item, np.ndarray) and item.shape == inputs[0].shape for item in inputs)
+        and (
+            all(item is None for item in targets)
+            or all(isinstance(item, np.ndarray) and item.shape == targets[0].shape for item in targets)
+        )
+        and sum(item.size for item in inputs) >= NPY_MIN_ELEMENTS
+    )
+    if not packable:
+        return [{name: to_wire(value) for name, value in pair.items()} for pair in listed]
+    return _Npz(npz_bytes(inputs=np.stack(inputs), targets=None if targets[0] is None else np.stack(targets)))
+
+
 def _pair(pair: TrainingPair) -> dict:
-    """A training pair on the wire, from (input, target) or a dict; a target of None is left out."""
+    """A training pair as a dict, from (input, target) or a dict; a target of None is left out."""
     fields = pair.items() if isinstance(pair, dict) else zip(("input", "target"), pair, strict=True)
-    return _given({name: to_wire(value) for name, value in fields})
+    return _given(dict(fields))
 
 
 def _form_value(name: str, value) -> str:
-    """A form field's text: JSON, but for a kernel's name, result_format and device, which go as they are."""
-    return value if name in ("kernel", "result_format", "device") and isinstance(value, str) else json.dumps(value)
+    """A form field's text: JSON, but for a kernel's name and the names of choices, which go as they are."""
+    plain = ("kernel", "result_format", "device", "optimizer", "loss")
+    return value if name in plain and isinstance(value, str) else json.dumps(value)
 
 
 def _given(fields: dict) -> dict:

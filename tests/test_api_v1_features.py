@@ -12,7 +12,7 @@ from PIL import Image
 
 from api import create_app, parameters, problems
 from shared.jobstore import JobKeys, idempotency_key_for
-from shared.request_models import CorrelationRequest
+from shared.request_models import CorrelationRequest, KernelTrainingRequest
 from shared.settings import Settings
 from shared.startup import warn_if_open
 from tests.seed import EDGE_IMAGE, EDGE_KERNEL, K_2X2, X_3X3, Y_3X3
@@ -144,8 +144,8 @@ def test_api_keys_guard_every_v1_route_and_each_key_sees_only_its_jobs(private_r
 
     job_id = client.post("/v1/correlations", json=TINY, headers=alice).get_json()["id"]
     assert client.get(f"/v1/jobs/{job_id}", headers=alice).status_code == 200
-    for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/loss", f"/v1/jobs/{job_id}/events"):
-        assert client.get(path, headers=bob).status_code == 404
+    for suffix in ("", "/loss", "/events", "/output.npy", "/kernel.npy", "/output.png"):
+        assert client.get(f"/v1/jobs/{job_id}{suffix}", headers=bob).status_code == 404
     assert client.delete(f"/v1/jobs/{job_id}", headers=bob).status_code == 404
     assert client.get("/v1/jobs", headers=bob).get_json()["jobs"] == []
     assert [job["id"] for job in client.get("/v1/jobs", headers=alice).get_json()["jobs"]] == [job_id]
@@ -312,7 +312,12 @@ def test_a_limit_changed_in_one_place_changes_the_route_and_the_document(setting
 
 
 def test_the_image_form_is_documented_from_the_request_model(client):
-    """Every field of CorrelationRequest but its input (the image) is a field of the upload form, and no other."""
-    form = client.get("/openapi.json").get_json()["paths"]["/v1/correlations"]["post"]["requestBody"]["content"]
-    properties = form["multipart/form-data"]["schema"]["properties"]
-    assert set(properties) == set(CorrelationRequest.model_fields) - {"input"} | {"image"}
+    """Every field of the request models is a field of their forms, and no other but the image and the JSON part."""
+    paths = client.get("/openapi.json").get_json()["paths"]
+    for path, model, extra in (
+        ("/v1/correlations", CorrelationRequest, {"image", "request"}),
+        ("/v1/kernel-trainings", KernelTrainingRequest, {"request"}),
+    ):
+        properties = paths[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+        assert set(properties) == set(model.model_fields) | extra
+        assert properties["input"]["format"] == "binary"

@@ -1,11 +1,16 @@
 """Every kind of bad input gets a specific 4xx problem+json pointing at the fault, and queues nothing."""
 
 import base64
+import io
 import math
 import struct
+import time
+import zipfile
 
+import numpy as np
 import orjson
 import pytest
+from numpy.lib import format as npy_format
 
 from shared.jobstore import job_keys_pattern
 from shared.taskqueue import QUEUE_NAMES
@@ -415,3 +420,191 @@ def test_unknown_routes_and_methods_are_problems_too(client):
     wrong_method = client.put(CORRELATIONS, json=GOOD_CORRELATION)
     assert wrong_method.status_code == 405 and wrong_method.mimetype == "application/problem+json"
     assert "POST" in wrong_method.headers["Allow"]
+
+
+def npy(array, dtype="<f4", **save) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array, dtype=dtype), **save)
+    return buffer.getvalue()
+
+
+def npy_header(shape: tuple[int, ...], descr: str = "<f4") -> bytes:
+    """Just the header of an .npy that claims `shape`: the data is the caller's to add (or not)."""
+    buffer = io.BytesIO()
+    npy_format.write_array_header_1_0(buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in arrays.items():
+            archive.writestr(f"{name}.npy", data)
+    return buffer.getvalue()
+
+
+GOOD_X, GOOD_K = npy(X_3X3), npy(K_2X2)
+# (name, path, files as .npy bytes, form fields, status, locations the errors must name)
+NPY_CASES = [
+    ("npy of int32", CORRELATIONS, {"input": npy(X_3X3, "<i4"), "kernel": GOOD_K}, {}, 422, ["/input"]),
+    ("npy of complex", CORRELATIONS, {"input": npy(X_3X3, "<c16"), "kernel": GOOD_K}, {}, 422, ["/input"]),
+    ("npy of float16", CORRELATIONS, {"input": GOOD_X, "kernel": npy(K_2X2, "<f2")}, {}, 422, ["/kernel"]),
+    (
+        "npy object array (a pickle)",
+        CORRELATIONS,
+        {"input": npy([[1, "a"]], object, allow_pickle=True), "kernel": GOOD_K},
+        {},
+        422,
+        ["/input"],
+    ),
+    ("npy structured", CORRELATIONS, {"input": npy_header((1, 1), "[('a', '<f4')]") + b"\0" * 4}, {}, 422, ["/input"]),
+    ("npy truncated data", CORRELATIONS, {"input": GOOD_X[:-5], "kernel": GOOD_K}, {}, 422, ["/input"]),
+    ("npy truncated header", CORRELATIONS, {"input": GOOD_X[:20], "kernel": GOOD_K}, {}, 422, ["/input"]),
+    (
+        "npy with data after its shape",
+        CORRELATIONS,
+        {"input": GOOD_X + b"\0" * 4, "kernel": GOOD_K},
+        {},
+        422,
+        ["/input"],
+    ),
+    (
+        "npy header claiming 2^40 x 2^40 on a short body",
+        CORRELATIONS,
+        {"input": npy_header((2**40, 2**40)) + b"\0" * 16, "kernel": GOOD_K},
+        {},
+        422,
+        ["/input"],
+    ),
+    (
+        "npy header within the limit on a short body",
+        CORRELATIONS,
+        {"input": npy_header((100, 100)) + b"\0" * 16, "kernel": GOOD_K},
+        {},
+        422,
+        ["/input"],
+    ),
+    ("not an npy at all", CORRELATIONS, {"input": GOOD_X, "kernel": b"[[1, -1]]"}, {}, 422, ["/kernel"]),
+    ("npy of one dimension", CORRELATIONS, {"input": npy([1, 2, 3]), "kernel": GOOD_K}, {}, 422, ["/input"]),
+    ("npy of zero rows", CORRELATIONS, {"input": npy(np.zeros((0, 3))), "kernel": GOOD_K}, {}, 422, ["/input"]),
+    ("npy with a NaN", CORRELATIONS, {"input": npy([[1, np.nan]]), "kernel": npy([[1]])}, {}, 422, ["/input/0/1"]),
+    (
+        "npy float64 beyond float32",
+        CORRELATIONS,
+        {"input": npy([[1e300]], "<f8"), "kernel": npy([[1]])},
+        {},
+        422,
+        ["/input/0/0"],
+    ),
+    (
+        "npy kernel larger than input",
+        CORRELATIONS,
+        {"input": GOOD_X, "kernel": npy(np.ones((4, 4)))},
+        {},
+        422,
+        ["/kernel"],
+    ),
+    ("an unknown file", CORRELATIONS, {"input": GOOD_X, "kernel": GOOD_K, "bias": npy([[1]])}, {}, 422, ["/bias"]),
+    (
+        "input as a file and in the request part",
+        CORRELATIONS,
+        {"input": GOOD_X, "kernel": GOOD_K, "request": b'{"input": [[1]]}'},
+        {},
+        422,
+        ["/input"],
+    ),
+    ("request part not an object", CORRELATIONS, {"input": GOOD_X, "request": b"[1]"}, {}, 422, ["/request"]),
+    ("request part not JSON", CORRELATIONS, {"input": GOOD_X, "request": b"{"}, {}, 422, ["/request"]),
+    (
+        "a long ragged array in the request part",
+        CORRELATIONS,
+        {"input": GOOD_X, "request": orjson.dumps({"kernel": [[0] * 50] * 99 + [[0] * 49]})},
+        {},
+        422,
+        ["/kernel"],
+    ),
+    (
+        "npy training of int64",
+        TRAININGS,
+        {"input": npy(EDGE_IMAGE, "<i8"), "target": npy(EDGES)},
+        {"kernel_size": "[1, 2]"},
+        422,
+        ["/input"],
+    ),
+    (
+        "npy target of the wrong shape",
+        TRAININGS,
+        {"input": npy(EDGE_IMAGE), "target": npy(EDGES[:5])},
+        {"kernel_size": "[1, 2]"},
+        422,
+        ["/target"],
+    ),
+    ("pairs not a zip", TRAININGS, {"pairs": GOOD_X}, {"kernel_size": "[1, 2]"}, 422, ["/pairs"]),
+    (
+        "pairs without inputs",
+        TRAININGS,
+        {"pairs": npz(targets=npy([EDGES]))},
+        {"kernel_size": "[1, 2]"},
+        422,
+        ["/pairs/inputs"],
+    ),
+    (
+        "pairs with another member",
+        TRAININGS,
+        {"pairs": npz(inputs=npy([EDGE_IMAGE]), x=GOOD_X)},
+        {"kernel_size": "[1, 2]"},
+        422,
+        ["/pairs/x"],
+    ),
+    (
+        "pairs claiming a huge shape",
+        TRAININGS,
+        {"pairs": npz(inputs=npy_header((2**30, 100, 100)) + b"\0" * 64)},
+        {"kernel_size": "[1, 2]"},
+        422,
+        ["/pairs/inputs"],
+    ),
+    (
+        "pairs of unequal counts",
+        TRAININGS,
+        {"pairs": npz(inputs=npy([EDGE_IMAGE] * 2), targets=npy([EDGES]))},
+        {"kernel_size": "[1, 2]"},
+        422,
+        ["/pairs/targets"],
+    ),
+    (
+        "pairs of object arrays",
+        TRAININGS,
+        {"pairs": npz(inputs=npy([[[1, "a"]]], object, allow_pickle=True))},
+        {},
+        422,
+        ["/pairs/inputs"],
+    ),
+    (
+        "pairs whose target misses",
+        TRAININGS,
+        {"pairs": npz(inputs=npy([EDGE_IMAGE]), targets=npy([EDGES[:5]]))},
+        {"kernel_size": "[1, 2]"},
+        422,
+        ["/pairs/0/target"],
+    ),
+]
+
+
+@pytest.mark.parametrize("name,path,files,fields,status,locations", NPY_CASES, ids=[case[0] for case in NPY_CASES])
+def test_bad_npy_is_refused_at_its_location_and_changes_nothing(
+    client, redis_server, name, path, files, fields, status, locations
+):
+    redis = redis_server.client()
+    before = queued_state(redis)
+    form = {part: (io.BytesIO(data), f"{part}.npy") for part, data in files.items()} | fields
+    started = time.monotonic()
+    response = client.post(path, data=form, content_type="multipart/form-data")
+
+    assert time.monotonic() - started < 2  # a huge claimed shape is refused from the header, not read
+    assert response.status_code == status, response.get_json()
+    assert response.mimetype == "application/problem+json"
+    problem = response.get_json()
+    assert problem["status"] == status and problem["title"] and problem["detail"]
+    assert [error["loc"] for error in problem.get("errors", [])] == locations, problem
+    assert queued_state(redis) == before

@@ -359,3 +359,23 @@ def test_ctrl_c_while_waiting_leaves_the_job_running_and_exits_130(live_stack, t
     assert terminal.exitstatus == 130
     assert api.job(job_id).status in ("running", "succeeded")  # not cancelled by the interrupt
     api.cancel(job_id)
+
+
+def test_big_npy_files_travel_as_npy_and_output_writes_the_result_as_npy(convq, tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((300, 300)).astype(np.float32)  # 90,000 elements: sent as an .npy part
+    np.save(tmp_path / "x.npy", x)
+    run = convq("correlate", "-i", "x.npy", "-k", write_matrix(tmp_path, "k.json", K_2X2), "-o", "y.npy")
+    assert run.returncode == 0, run.stderr
+    assert "wrote y.npy, 299 x 299 float32" in run.stdout
+    k = np.array(K_2X2, dtype=np.float32)
+    expected = sum(x[i : i + 299, j : j + 299] * k[i, j] for i in range(2) for j in range(2))
+    assert np.allclose(np.load(tmp_path / "y.npy"), expected, atol=1e-4)
+
+    edge = write_matrix(tmp_path, "edge.npy", EDGE_IMAGE)
+    run = convq("train", "-i", edge, "--target", write_matrix(tmp_path, "t.npy", EDGES), "--kernel-size", "1x2")
+    assert run.returncode == 0, run.stderr
+    run = convq("train", "-i", edge, "--target", "t.npy", "--kernel-size", "1x2", "-o", "kernel.npy", "--json")
+    assert run.returncode == 0, run.stderr
+    job = json.loads(run.stdout)
+    assert np.array_equal(np.load(tmp_path / "kernel.npy"), np.array(job["result"]["kernel"], dtype=np.float32))

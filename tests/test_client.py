@@ -281,3 +281,42 @@ def test_the_sse_parser_follows_the_standard():
     events = list(parse(lines, retry))
     assert retry.seconds == 2.5
     assert events == [ServerSentEvent("progress", "{\n}", "7-0"), ServerSentEvent("message", "x", "7-0")]
+
+
+def sent_content_types(api: Client) -> list[str]:
+    """The content types of the requests with a body that `api` sends from now on."""
+    seen: list[str] = []
+    api._http.event_hooks["request"].append(
+        lambda request: seen.append(request.headers["content-type"]) if "content-type" in request.headers else None
+    )
+    return seen
+
+
+def test_big_arrays_go_as_npy_files_and_give_the_numbers_of_json(api):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 300)).astype(np.float32)  # 90,000 elements: over NPY_MIN_ELEMENTS
+    k = rng.standard_normal((3, 3)).astype(np.float32)
+    sent = sent_content_types(api)
+    by_npy = finished(api, api.correlate(x, k, padding=1, result_format="base64", wait=10))
+    by_json = finished(api, api.correlate(x.tolist(), k.tolist(), padding=1, result_format="base64", wait=10))
+    assert sent[0].startswith("multipart/form-data") and sent[1] == "application/json"
+    assert by_npy.status == by_json.status == "succeeded"
+    assert np.array_equal(by_npy.result.output, by_json.result.output)
+    assert np.array_equal(api.output_npy(by_npy.id), by_json.result.output)
+
+
+def test_big_training_pairs_go_as_one_npz_and_the_kernel_comes_back_as_npy(api):
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((120, 300)).astype(np.float32) for _ in range(2)]  # 72,000 elements in all
+    options = {"target_kernel": np.array([[1.0, -1.0]]), "epochs": 3, "lr": 1e-4, "optimizer": "adam", "wait": 20}
+    sent = sent_content_types(api)
+    by_npz = finished(api, api.train(pairs=[(item, None) for item in inputs], **options))
+    by_json = finished(api, api.train(pairs=[{"input": item.tolist()} for item in inputs], **options))
+    assert sent[0].startswith("multipart/form-data") and sent[1] == "application/json"
+    assert by_npz.status == by_json.status == "succeeded", by_npz.error
+    assert np.array_equal(api.kernel_npy(by_npz.id), np.array(by_json.result.kernel, dtype=np.float32))
+    running = start_long_training(api)
+    with pytest.raises(ApiError) as refused:
+        api.kernel_npy(running.id)
+    api.cancel(running.id)
+    assert refused.value.problem.status == 409

@@ -232,5 +232,5 @@ def test_a_json_only_route_names_both_content_types_it_takes(client):
     response = client.post(CORRELATIONS, data=b"x", content_type="text/plain")
     assert response.status_code == 415
     assert response.get_json()["detail"] == (
-        "send application/json or multipart/form-data with an image, not text/plain"
+        "send application/json or multipart/form-data (an image, or .npy files), not text/plain"
     )
