@@ -83,23 +83,25 @@ class QueueUnavailable(Exception):
         self.redis_full = redis_full  # Redis refuses writes, whatever kombu's error said
 
 
+STORE_FULL = Problem(
+    type="/problems/store-full",
+    title="Insufficient Storage",
+    status=507,
+    detail="Redis (the job store and queue) is full (maxmemory): nothing new can be stored; retry later",
+)
+STORE_UNAVAILABLE = Problem(
+    type="/problems/unavailable",
+    title="Service Unavailable",
+    status=503,
+    detail="Redis (the job store and queue) is not reachable or refused the request; retry shortly",
+)
+
+
 def store_problem(error: BaseException) -> ProblemError:
     """The problem for an error from Redis (job store or queue): 507 when it is full, else 503; both retryable."""
     if out_of_memory(error) or getattr(error, "redis_full", False):
-        problem = Problem(
-            type="/problems/store-full",
-            title="Insufficient Storage",
-            status=507,
-            detail="Redis (the job store and queue) is full (maxmemory): nothing new can be stored; retry later",
-        )
-        return ProblemError(problem, {"Retry-After": str(RETRY_FULL_SECONDS)})
-    problem = Problem(
-        type="/problems/unavailable",
-        title="Service Unavailable",
-        status=503,
-        detail="Redis (the job store and queue) is not reachable or refused the request; retry shortly",
-    )
-    return ProblemError(problem, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)})
+        return ProblemError(STORE_FULL, {"Retry-After": str(RETRY_FULL_SECONDS)})
+    return ProblemError(STORE_UNAVAILABLE, {"Retry-After": str(RETRY_UNAVAILABLE_SECONDS)})
 
 
 def refuse_long_urls() -> None:

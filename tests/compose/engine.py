@@ -111,7 +111,7 @@ def base_images() -> dict[str, str]:
 
 def _pulls(image: str) -> bool:
     try:
-        return answers("timeout", "120", "docker", "pull", "--quiet", image)
+        return answers("docker", "pull", "--quiet", image)
     except subprocess.TimeoutExpired:
         return False
 
