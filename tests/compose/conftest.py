@@ -19,7 +19,8 @@ import requests
 from tests.compose.engine import Engine, PipSettings, base_images, official_image, run, wait_healthy
 from tests.support import REPO, free_port, wait_until
 
-PROJECT = "convq-compose-test"
+# Two checkouts may run their compose tests on one engine at once, each under a project name of its own.
+PROJECT = os.environ.get("CONVQ_COMPOSE_PROJECT", "convq-compose-test")
 FLOWER_LOGIN = "ops:" + secrets.token_hex(8)
 # Short enough that a stopped worker hands its training back within the test; compose's default is 20 s.
 SHUTDOWN_GRACE_SECONDS = 3
