@@ -3,16 +3,24 @@
 Every key is built by name in one block below (JobKeys and the functions and constants beside it), and each Lua
 script's keys are declared from there (SCRIPT_KEYS); kombu's keys (the Celery queues) are shared.taskqueue's.
 
-A job is five keys (JobKeys), all expiring `ttl` seconds after the job's last change: its record,
-request, result, losses and events; for a moment, an attempt's pending result. Beside them: each
+A job is a few keys (JobKeys), expiring `ttl` seconds after the job's last change: its record (which
+holds the request's skeleton: parameters and shapes, shared.packing), the request's arrays as raw bytes
+(deleted when the job ends), and its events; its result and losses expire `result_ttl` seconds after
+(RESULT_TTL_SECONDS, at most the record's); for a moment, an attempt's pending result. Jobs stored by the
+previous release keep their request as one JSON value (`request`) and their result as JSON (`result`). Beside them: each
 owner's index of job ids, idempotency keys, the metrics hash (never expires), and the index of
 unfinished jobs (a sorted set scored by when each is due for the reconciler's look: see due_jobs).
 
 Workers may be killed and messages redelivered, so every state change is one
 Lua script (shared.jobstore_scripts) that checks the state it expects: an
 attempt number guards the writes of each run, a loss is appended only if it
-is the next epoch's, and only the current attempt may finish a job. Requests
+is the next epoch's, and only the current attempt may finish a job. Request arrays
 and results over INLINE_BYTES are SET beside the script, not passed through it.
+
+Stored format: a job of this release has the skeleton on its record (field `request`); its message goes to
+a queue of this release (shared.taskqueue.QUEUE_NAMES) and it is indexed in UNFINISHED_KEY, neither of which
+the previous release reads, so a worker of that release never sees it. Workers of this release also take the
+previous release's queues and index, and run and finish its jobs (docs/RELIABILITY.md, upgrades).
 """
 
 import contextlib
@@ -32,6 +40,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
+from shared.packing import Packed, result_json
 from shared.response_models import Job, JobKind, JobSummary, Problem
 from shared.settings import Settings
 from shared.taskqueue import UNCHECKED_CPU_QUEUE, QueueFull, Route
@@ -46,7 +55,8 @@ METRICS_KEY = "convq:metrics"
 SEQUENCE_KEY = "convq:jobs:sequence"  # the submission counter that orders each owner's index
 # Every queued or running job, scored by when (Redis time, ms) the reconciler should check that it still has a
 # queue message; outside "convq:jobs:", where an owner named "unfinished" would collide.
-UNFINISHED_KEY = "convq:unfinished"
+UNFINISHED_KEY = "convq:unfinished:2"
+LEGACY_UNFINISHED_KEY = "convq:unfinished"  # the previous release's jobs, swept until none is left
 RECONCILER_LOCK_KEY = "convq:reconciler"  # held by the one worker whose sweep runs now
 WRITE_PROBE_KEY = "convq:readiness"  # written by readiness checks: does Redis take a write?
 
@@ -54,18 +64,29 @@ WRITE_PROBE_KEY = "convq:readiness"  # written by readiness checks: does Redis t
 class JobKeys(NamedTuple):
     """A job's keys (and the metrics hash, which every script updates), in the order every script takes them."""
 
-    record: str  # hash: id, kind, status, owner, timestamps, epochs, attempts, cancel flag, error
-    request: str  # the validated request as JSON (matrices in base64), written once at submission
-    result: str  # the result as JSON, written once by the attempt that finishes the job
+    record: str  # hash: id, kind, status, owner, timestamps, epochs, attempts, cancel flag, error, request skeleton
+    request: str  # previous release: the whole request as JSON (matrices in base64)
+    result: str  # previous release: the result as JSON
     losses: str  # list: the loss of epoch i at index i - 1
     events: str  # stream: a progress entry per epoch (id "<epoch>-0"), then one status entry
     metrics: str  # METRICS_KEY, not the job's own
+    arrays: str  # the request's arrays, raw (shared.packing), written once at submission, deleted at the end
+    packed_result: str  # the result, packed (shared.packing), written once by the attempt that finishes the job
 
     @classmethod
     def of(cls, job_id: str) -> "JobKeys":
-        """convq:job:<id>, then convq:job:<id>:request, :result, :losses and :events; then the metrics hash."""
+        """convq:job:<id>, then :request, :result, :losses, :events; the metrics hash; :arrays, :packed-result."""
         record = _PREFIX + job_id
-        return cls(record, record + ":request", record + ":result", record + ":losses", record + ":events", METRICS_KEY)
+        return cls(
+            record,
+            record + ":request",
+            record + ":result",
+            record + ":losses",
+            record + ":events",
+            METRICS_KEY,
+            record + ":arrays",
+            record + ":packed-result",
+        )
 
 
 def index_key_for(owner: str) -> str:
@@ -124,8 +145,8 @@ BLOCKING_SOCKET_TIMEOUT_SECONDS = STREAM_BLOCK_SECONDS + 5
 # A running training records its losses at least this often (worker.progress), and learns each time whether it
 # was cancelled: a cancelled training stops within one epoch or this, whichever is longer.
 FLUSH_SECONDS = 0.1
-# Requests and results up to this size go through the job scripts (one round trip); bigger ones by SET and GET,
-# as Lua copies cost a few ms per MB (jobstore_scripts).
+# Request arrays and results up to INLINE_BYTES go through the job scripts (one round trip); bigger ones by SET
+# and GET, as Lua copies cost a few ms per MB (jobstore_scripts), written WRITE_BYTES at a time.
 WRITE_BYTES = 4 * 1024 * 1024
 INLINE_BYTES = 64 * 1024
 # Upper bounds (seconds) of the job run time histogram's buckets. Workers count each run time in its bucket as it ends
@@ -164,7 +185,7 @@ class Attempt:
 
     job_id: str
     number: int
-    request: bytes
+    request: Packed
     request_id: str | None  # of the HTTP request that submitted the job, for the logs
 
 
@@ -242,6 +263,7 @@ class DueJob:
     status: str
     attempts: str  # as stored, for the compare-and-set of reconcile()
     device: str
+    index: str  # the index of unfinished jobs it was found in: this release's, or the previous release's
 
 
 def out_of_memory(error: BaseException | None) -> bool:
@@ -259,6 +281,9 @@ def out_of_memory(error: BaseException | None) -> bool:
 class JobStore:
     """Jobs in Redis. The connections are passed in; nothing here is global.
 
+    A job's record and events are kept `ttl_seconds` after its last change, its result and losses
+    `result_ttl_seconds` (at most as long; by default as long).
+
     `blocking` serves reads that wait for news (streams), so they are not cut
     short by the fast-failing timeouts of `redis`. A job is due for the
     reconciler `message_check_seconds` after it was queued and
@@ -272,12 +297,14 @@ class JobStore:
         max_attempts: int = 3,
         blocking: Redis | None = None,
         *,
+        result_ttl_seconds: int | None = None,
         message_check_seconds: float = 30,
         attempt_deadline_seconds: float = 700,
     ):
         self.redis = redis
         self.blocking = blocking or redis
         self.ttl = ttl_seconds
+        self.result_ttl = min(result_ttl_seconds or ttl_seconds, ttl_seconds)
         self.max_attempts = max_attempts
         self.message_check_seconds = message_check_seconds
         self.attempt_deadline_seconds = attempt_deadline_seconds
@@ -311,6 +338,7 @@ class JobStore:
             settings.job_ttl_seconds,
             settings.max_attempts,
             blocking,
+            result_ttl_seconds=settings.result_ttl_seconds,
             message_check_seconds=settings.message_check_seconds,
             attempt_deadline_seconds=settings.attempt_deadline_seconds,
         )
@@ -320,14 +348,15 @@ class JobStore:
     def create(
         self,
         kind: JobKind,
-        request_json: bytes,
+        request: Packed,
         owner: str,
         epochs: int | None = None,
         request_id: str | None = None,
         idempotency_key: str | None = None,
         route: Route = UNCHECKED_CPU_QUEUE,
     ) -> tuple[dict, bool]:
-        """Store a new queued job and its request; return the job as the API shows it, and whether it is new.
+        """Store a new queued job and its request (skeleton and arrays); return the job as the API shows it, and
+        whether it is new.
 
         `route` names the job's Celery queue: raise QueueFull, creating nothing, when it is full.
         With an idempotency key already used by this owner, return that job instead (not new); raise
@@ -335,16 +364,16 @@ class JobStore:
         """
         job_id = str(uuid.uuid4())
         # Only a repeated idempotency key compares requests: no hashing of big bodies without one.
-        request_hash = hashlib.sha256(request_json).hexdigest() if idempotency_key else ""
+        request_hash = _hash(request) if idempotency_key else ""
         record = {"id": job_id, "kind": kind, "status": "queued", "created_at": _now(), "attempts": 0, "owner": owner}
-        record["queue"] = route.device
+        record |= {"queue": route.device, "request": request.skeleton, "result_ttl": self.result_ttl}
         if epochs is not None:
             record["epochs"] = epochs
         if request_id is not None:
             record["request_id"] = request_id
         keys = JobKeys.of(job_id)
         fields = [item for pair in record.items() for item in pair]
-        inline = self._inline(keys.request, request_json)
+        inline = self._inline(keys.arrays, request.arrays)
         args = [self.ttl, job_id, request_hash, route.capacity, inline, self.message_check_seconds, *fields]
         idempotency = idempotency_key_for(owner, idempotency_key) if idempotency_key else ""
         created, *found = self._create(
@@ -376,17 +405,18 @@ class JobStore:
             for job_id in job_ids:
                 keys = JobKeys.of(job_id)
                 pipe.hgetall(keys.record)
-                (pipe.get if with_result else pipe.exists)(keys.result)  # exists: a cheap stand-in reply
+                (pipe.mget if with_result else pipe.exists)(keys.packed_result, keys.result)  # exists: a stand-in
                 pipe.llen(keys.losses)
                 pipe.lindex(keys.losses, -1)
 
         replies = self._read_together(read)
         views = []
-        for record, result, epochs_done, last_loss in zip(*[iter(replies)] * 4, strict=True):
+        for record, results, epochs_done, last_loss in zip(*[iter(replies)] * 4, strict=True):
             fields = {key.decode(): value.decode() for key, value in record.items()}
             visible = fields and (owner is None or fields.get("owner") == owner)
+            result = _either(results) if with_result else None
             views.append(
-                self._view(fields, result if with_result else None, epochs_done, last_loss, model) if visible else None
+                self._view(fields, result and result_json(result), epochs_done, last_loss, model) if visible else None
             )
         return views
 
@@ -405,13 +435,21 @@ class JobStore:
                 read(pipe)
                 return pipe.execute()
 
-    def request(self, job_id: str) -> bytes | None:
-        """The job's request JSON as stored (its arrays in the base64 form); None once expired."""
-        return self.redis.get(JobKeys.of(job_id).request)
+    def request_json(self, job_id: str) -> bytes | None:
+        """The job's request as JSON, its arrays as shapes (their data is gone once the job ended); None once expired.
+
+        A job of the previous release has its whole request (arrays in base64), in which the shapes are too.
+        """
+        keys = JobKeys.of(job_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.record, "request")
+            pipe.get(keys.request)
+            return _either(pipe.execute())
 
     def result(self, job_id: str) -> bytes | None:
-        """The finished job's result JSON as stored (for callers that read it, not splice it); None if none."""
-        return self.redis.get(JobKeys.of(job_id).result)
+        """The finished job's result as stored (shared.packing reads it, either format); None if none."""
+        keys = JobKeys.of(job_id)
+        return _either(self.redis.mget(keys.packed_result, keys.result))
 
     def losses(self, job_id: str, since: int, owner: str | None = None) -> dict | None:
         """The losses of the epochs after `since` with the job's status; None if unknown or not the owner's."""
@@ -519,23 +557,24 @@ class JobStore:
         """
         seconds, microseconds = self.redis.time()
         now_ms = seconds * 1000 + microseconds // 1000
-        ids = [member.decode() for member in self.redis.zrangebyscore(UNFINISHED_KEY, "-inf", now_ms, 0, limit)]
-        if not ids:
-            return []
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(JobKeys.of(job_id).record, "kind", "status", "attempts", "queue")
-            records = pipe.execute()
-        due, stale = [], []
-        for job_id, (kind, status, attempts, device) in zip(ids, records, strict=True):
-            if status in (b"queued", b"running") and kind is not None:
-                due.append(
-                    DueJob(job_id, kind.decode(), status.decode(), attempts.decode(), (device or b"cpu").decode())
-                )
-            else:
-                stale.append(job_id)
-        if stale:
-            self.redis.zrem(UNFINISHED_KEY, *stale)
+        due = []
+        for index in (UNFINISHED_KEY, LEGACY_UNFINISHED_KEY):
+            ids = [member.decode() for member in self.redis.zrangebyscore(index, "-inf", now_ms, 0, limit - len(due))]
+            if not ids:
+                continue
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hmget(JobKeys.of(job_id).record, "kind", "status", "attempts", "queue")
+                records = pipe.execute()
+            stale = []
+            for job_id, (kind, status, attempts, device) in zip(ids, records, strict=True):
+                if status in (b"queued", b"running") and kind is not None:
+                    device = (device or b"cpu").decode()
+                    due.append(DueJob(job_id, kind.decode(), status.decode(), attempts.decode(), device, index))
+                else:
+                    stale.append(job_id)
+            if stale:
+                self.redis.zrem(index, *stale)
         return due
 
     def look_again(self, job_ids: list[str], seconds: float) -> None:
@@ -543,12 +582,13 @@ class JobStore:
         if job_ids:
             seconds_now, microseconds = self.redis.time()
             at = seconds_now * 1000 + microseconds // 1000 + int(seconds * 1000)
-            self.redis.zadd(UNFINISHED_KEY, dict.fromkeys(job_ids, at), xx=True)
+            for index in (UNFINISHED_KEY, LEGACY_UNFINISHED_KEY):
+                self.redis.zadd(index, dict.fromkeys(job_ids, at), xx=True)
 
     def reconcile(self, job: DueJob, max_requeues: int) -> str:
         """Claim a due job that has no message for a requeue: 'requeue', 'exhausted', or why not (see RECONCILE)."""
         args = [self.ttl, job.id, job.status, job.attempts, self.message_check_seconds, max_requeues]
-        return self._reconcile(JobKeys.of(job.id), args).decode()
+        return self._reconcile(JobKeys.of(job.id), args, unfinished=job.index).decode()
 
     def start(self, job_id: str, device: str) -> Attempt | None:
         """Begin an attempt on `device` at a queued (or redelivered) job; None if it is finished, cancelled or gone.
@@ -557,7 +597,7 @@ class JobStore:
         """
         keys = JobKeys.of(job_id)
         args = [self.ttl, _now(), self.max_attempts, INLINE_BYTES, device, self.attempt_deadline_seconds]
-        number, request_id, *inline = self._start(keys, args)
+        number, request_id, *stored = self._start(keys, args)
         if number < 0:
             detail = (
                 f"the job was started {-number - 1} times and its worker died each time "
@@ -566,8 +606,14 @@ class JobStore:
             problem = Problem(type="/problems/worker-lost", title="Worker lost", status=500, detail=detail)
             self.fail(job_id, None, problem)
             raise AttemptsExhausted(detail)
-        payload = (inline[0] or self.redis.get(keys.request)) if number > 0 else None
-        return Attempt(job_id, number, payload, request_id.decode() or None) if payload is not None else None
+        if number <= 0:
+            return None
+        skeleton, inline = stored
+        payload = inline or self.redis.get(keys.arrays if skeleton else keys.request)
+        if payload is None:  # the job ended meanwhile
+            return None
+        request = Packed(skeleton, payload) if skeleton else Packed(payload, None)
+        return Attempt(job_id, number, request, request_id.decode() or None)
 
     def record_epochs(self, attempt: Attempt, first_epoch: int, losses: list[float]) -> bool:
         """Record the losses of epochs first_epoch, first_epoch + 1, ... once, whatever the redeliveries.
@@ -577,9 +623,10 @@ class JobStore:
         args = [self.ttl, attempt.number, first_epoch, *map(repr, losses)]
         return bool(self._record_epochs(JobKeys.of(attempt.job_id), args))
 
-    def succeed(self, attempt: Attempt, result_json: bytes, run_seconds: float | None = None) -> str | None:
-        """Finish the job with its result, or as cancelled if that was asked; None if not this attempt's to finish."""
-        return self._finish_job(attempt.job_id, attempt.number, "succeeded", run_seconds, result=result_json)
+    def succeed(self, attempt: Attempt, result: bytes, run_seconds: float | None = None) -> str | None:
+        """Finish the job with its packed result (shared.packing), or as cancelled if that was asked; None if not this
+        attempt's to finish."""
+        return self._finish_job(attempt.job_id, attempt.number, "succeeded", run_seconds, result=result)
 
     def fail(
         self, job_id: str, attempt: Attempt | None, error: Problem, run_seconds: float | None = None
@@ -616,7 +663,7 @@ class JobStore:
         if len(value) <= INLINE_BYTES:
             return value
         # In pieces: redis-py with hiredis copies a command's arguments into one buffer (a big request twice).
-        view = memoryview(value)
+        view = memoryview(value).cast("B")
         try:
             self.redis.set(key, view[:WRITE_BYTES], ex=self.ttl)
             for low in range(WRITE_BYTES, len(value), WRITE_BYTES):
@@ -663,6 +710,18 @@ class JobStore:
         }
         # warnings off: result and error are orjson.Fragments, passed through as they are.
         return model.model_construct(**view).model_dump(warnings=False)
+
+
+def _either(values: list[bytes | None]) -> bytes | None:
+    """The first value that exists: this release's, else the previous release's."""
+    return next((value for value in values if value is not None), None)
+
+
+def _hash(request: Packed) -> str:
+    """The request's fingerprint, which a repeated Idempotency-Key must match."""
+    digest = hashlib.sha256(request.skeleton)
+    digest.update(request.arrays or b"")
+    return digest.hexdigest()
 
 
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:
