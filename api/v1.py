@@ -74,7 +74,7 @@ def list_jobs() -> Response:
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     """The job as JSON; with `Accept: application/x-npy` (preferred to JSON), its array as output.npy or kernel.npy."""
-    if request.accept_mimetypes.best_match(["application/json", NPY]) == NPY:
+    if _wants_npy():
         kind = _existing(job_id, runtime().store.get(_parse_id(job_id), g.caller, with_result=False))["kind"]
         return get_output_npy(job_id) if kind == "correlation" else get_kernel_npy(job_id)
     return _job_response(_existing(job_id, runtime().store.get(_parse_id(job_id), g.caller)))
@@ -202,10 +202,19 @@ def _submit(
         try:
             headers["Preference-Applied"] = f"wait={wait}"
             if rt.store.wait_until_finished(job["id"], wait, fresh=created):
-                job = rt.store.get(job["id"], g.caller)
+                job = rt.store.get(job["id"], g.caller, with_result=not _wants_npy())
         finally:
             holds.give_back(caller)
+    if job["status"] == "succeeded" and _wants_npy():  # the array itself: one round trip, no JSON of it
+        response = get_output_npy(job["id"]) if kind == "correlation" else get_kernel_npy(job["id"])
+        response.headers.update(headers)
+        return response
     return _job_response(job, status=200 if job["status"] in FINISHED else 202, headers=headers)
+
+
+def _wants_npy() -> bool:
+    """Whether the client prefers an .npy file to JSON (`Accept: application/x-npy`)."""
+    return request.accept_mimetypes.best_match(["application/json", NPY]) == NPY
 
 
 def _route(job_request: CorrelationRequest | KernelTrainingRequest) -> Route:
