@@ -354,24 +354,32 @@ def tiny_beside_big(url: str, scale: int, rounds: int = 3) -> Comparison:
     return Comparison("tiny_p95_alone_vs_beside_big", p95(beside), p95(alone), "s", 0.67)
 
 
-def redis_cost_of_big_jobs(redis_url: str, convq_url: str, jobs: int = 10) -> dict[str, float]:
-    """Redis's AOF bytes written and memory kept per 1024 x 1024 .npy job (results retained), and its peak memory."""
-    redis = Redis.from_url(redis_url)
+def redis_cost_of_big_jobs(running: stacks.Stacks, jobs: int = 10) -> dict[str, float]:
+    """What 1024 x 1024 .npy jobs (results retained) cost each Redis: the queue Redis's AOF bytes written and
+    memory kept per job, the bulk Redis's memory kept per job; and both Redises' peak memory over the run."""
+    redis, bulk = Redis.from_url(running.redis_url), Redis.from_url(running.bulk_redis_url)
     X, K = map(npy_file, big_arrays())
     rewrite_at = redis.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"]
     redis.config_set("auto-aof-rewrite-percentage", 0)  # no rewrite in the middle: the AOF only grows
     try:
-        aof_before, memory_before = redis.info("persistence")["aof_current_size"], redis.info("memory")["used_memory"]
+        aof_before = redis.info("persistence")["aof_current_size"]
+        memory_before = {name: r.info("memory")["used_memory"] for name, r in (("queue", redis), ("bulk", bulk))}
         with requests.Session() as http:
             for _ in range(jobs):
-                convq_npy_job(convq_url, http, X, K)
-        aof_after, memory = redis.info("persistence")["aof_current_size"], redis.info("memory")
+                convq_npy_job(running.convq_url, http, X, K)
+        aof_after = redis.info("persistence")["aof_current_size"]
+        memory = {name: r.info("memory") for name, r in (("queue", redis), ("bulk", bulk))}
     finally:
         redis.config_set("auto-aof-rewrite-percentage", rewrite_at)
+    kept = {name: (memory[name]["used_memory"] - memory_before[name]) / jobs for name in memory}
     return {
-        "AOF bytes written per 1024 x 1024 .npy job": (aof_after - aof_before) / jobs,
-        "Redis memory kept per finished 1024 x 1024 .npy job": (memory["used_memory"] - memory_before) / jobs,
-        "Redis used_memory_peak over the whole run (convq and the bare app share it)": memory["used_memory_peak"],
+        "queue Redis: AOF bytes written per 1024 x 1024 .npy job": (aof_after - aof_before) / jobs,
+        "queue Redis: memory kept per finished 1024 x 1024 .npy job": kept["queue"],
+        "bulk Redis (no AOF): memory kept per finished 1024 x 1024 .npy job (its result)": kept["bulk"],
+        "queue Redis used_memory_peak over the run (the bare app's results are in it too)": memory["queue"][
+            "used_memory_peak"
+        ],
+        "bulk Redis used_memory_peak over the run": memory["bulk"]["used_memory_peak"],
     }
 
 
@@ -419,7 +427,7 @@ def big_lines(running: stacks.Stacks, scale: int) -> tuple[list[Comparison], dic
         big_vs_bare(running.convq_url, running.bare_url, scale),
         tiny_beside_big(running.convq_url, scale),
     ]
-    return comparisons, redis_cost_of_big_jobs(running.redis_url, running.convq_url)
+    return comparisons, redis_cost_of_big_jobs(running)
 
 
 def stack(scale: int, clients: int) -> tuple[list[Comparison], dict[str, float], dict[str, float]]:

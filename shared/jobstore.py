@@ -6,7 +6,8 @@ script's keys are declared from there (SCRIPT_KEYS); kombu's keys (the Celery qu
 A job is a few keys (JobKeys), expiring `ttl` seconds after the job's last change: its record (which
 holds the request's skeleton: parameters and shapes, shared.packing), the request's arrays as raw bytes
 (deleted when the job ends), and its events; its result and losses expire `result_ttl` seconds after
-(RESULT_TTL_SECONDS, at most the record's); for a moment, an attempt's pending result. Jobs stored by the
+(RESULT_TTL_SECONDS, at most the record's). Request arrays and results over INLINE_BYTES live in the bulk
+Redis (BULK_REDIS_URL, by default the same one), a big result under its attempt's own key. Jobs stored by the
 previous release keep their request as one JSON value (`request`) and their result as JSON (`result`). Beside them: each
 owner's index of job ids, idempotency keys, the metrics hash (never expires), and the index of
 unfinished jobs (a sorted set scored by when each is due for the reconciler's look: see due_jobs).
@@ -99,13 +100,14 @@ def idempotency_key_for(owner: str, key: str) -> str:
     return f"convq:idempotency:{owner}:{key}"
 
 
-def pending_result_key_for(job_id: str, attempt: int | str) -> str:
-    """A big result of this attempt, set beside FINISH, until FINISH accepts (renames) or drops it."""
+def attempt_result_key_for(job_id: str, attempt: int | str) -> str:
+    """A big result of this attempt, in the bulk Redis: the job's result once FINISH accepts it (the record names
+    the attempt), else deleted."""
     return f"{_PREFIX}{job_id}:result:{attempt}"
 
 
 def job_keys_pattern(job_id: str = "") -> str:
-    """A glob of every key of the job (its five and any pending result); of every job's keys without an id."""
+    """A glob of every key of the job (its own and its attempts' results); of every job's keys without an id."""
     return f"{_PREFIX}{job_id}*"
 
 
@@ -116,7 +118,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "DISCARD": (*JobKeys._fields, "index", "unfinished"),
     "START": (*JobKeys._fields, "unfinished"),
     "RECORD_EPOCHS": JobKeys._fields,
-    "FINISH": (*JobKeys._fields, "pending", "unfinished"),
+    "FINISH": (*JobKeys._fields, "unfinished"),
     "CANCEL": (*JobKeys._fields, "unfinished"),
     "RECONCILE": (*JobKeys._fields, "unfinished"),
 }
@@ -141,6 +143,8 @@ class _Script:
 # A stream read waits at most this long, so that keep-alives and deadlines are honoured; the blocking connection's
 # socket timeout is longer, or a quiet stream would read as a lost Redis.
 STREAM_BLOCK_SECONDS = 15
+# Moving a big array takes longer than a job-state command: the bulk Redis's calls may take this long.
+BULK_SOCKET_TIMEOUT_SECONDS = 10
 BLOCKING_SOCKET_TIMEOUT_SECONDS = STREAM_BLOCK_SECONDS + 5
 # A running training records its losses at least this often (worker.progress), and learns each time whether it
 # was cancelled: a cancelled training stops within one epoch or this, whichever is longer.
@@ -288,6 +292,10 @@ class JobStore:
     short by the fast-failing timeouts of `redis`. A job is due for the
     reconciler `message_check_seconds` after it was queued and
     `attempt_deadline_seconds` after an attempt started, unless it ended.
+
+    `bulk` holds the arrays and results over INLINE_BYTES (BULK_REDIS_URL; by default `redis` itself): their
+    bytes, and the AOF writes they cause, then never hold up `redis`, which serves every job's state and the
+    queue (docs/PERFORMANCE.md). Everything that decides a job's state stays in `redis`, in its scripts.
     """
 
     def __init__(
@@ -297,12 +305,14 @@ class JobStore:
         max_attempts: int = 3,
         blocking: Redis | None = None,
         *,
+        bulk: Redis | None = None,
         result_ttl_seconds: int | None = None,
         message_check_seconds: float = 30,
         attempt_deadline_seconds: float = 700,
     ):
         self.redis = redis
         self.blocking = blocking or redis
+        self.bulk = bulk or redis
         self.ttl = ttl_seconds
         self.result_ttl = min(result_ttl_seconds or ttl_seconds, ttl_seconds)
         self.max_attempts = max_attempts
@@ -333,11 +343,15 @@ class JobStore:
             **common,
         )
         blocking = Redis.from_url(settings.redis_url, socket_timeout=BLOCKING_SOCKET_TIMEOUT_SECONDS, **common)
+        bulk = None
+        if settings.bulk_redis_url not in (None, settings.redis_url):
+            bulk = Redis.from_url(settings.bulk_redis_url, socket_timeout=BULK_SOCKET_TIMEOUT_SECONDS, **common)
         return cls(
             redis,
             settings.job_ttl_seconds,
             settings.max_attempts,
             blocking,
+            bulk=bulk,
             result_ttl_seconds=settings.result_ttl_seconds,
             message_check_seconds=settings.message_check_seconds,
             attempt_deadline_seconds=settings.attempt_deadline_seconds,
@@ -372,13 +386,19 @@ class JobStore:
         if request_id is not None:
             record["request_id"] = request_id
         keys = JobKeys.of(job_id)
+        in_bulk = len(request.arrays) > INLINE_BYTES
+        if in_bulk:
+            record["arrays_in_bulk"] = 1
+            self._write(keys.arrays, request.arrays, self.ttl)
         fields = [item for pair in record.items() for item in pair]
-        inline = self._inline(keys.arrays, request.arrays)
+        inline = b"" if in_bulk else request.arrays
         args = [self.ttl, job_id, request_hash, route.capacity, inline, self.message_check_seconds, *fields]
         idempotency = idempotency_key_for(owner, idempotency_key) if idempotency_key else ""
         created, *found = self._create(
             keys, args, index=index_key_for(owner), idempotency=idempotency, queue=route.queue
         )
+        if created != 1 and in_bulk:
+            self.bulk.delete(keys.arrays)  # refused or replayed: the arrays are not this job's
         if created < 0:
             raise QueueFull(route.queue)
         if created:
@@ -390,7 +410,9 @@ class JobStore:
 
     def discard(self, job_id: str, owner: str) -> None:
         """Remove a job that could not be queued, as if it had never been submitted."""
-        self._discard(JobKeys.of(job_id), [self.ttl], index=index_key_for(owner))
+        keys = JobKeys.of(job_id)
+        self._discard(keys, [self.ttl], index=index_key_for(owner))
+        self.bulk.delete(keys.arrays)
 
     def get(self, job_id: str, owner: str | None = None, *, with_result: bool = True) -> dict | None:
         """The job as the API shows it, its result spliced in as raw JSON; None if unknown, expired or not owner's."""
@@ -410,11 +432,22 @@ class JobStore:
                 pipe.lindex(keys.losses, -1)
 
         replies = self._read_together(read)
+        jobs = [
+            ({key.decode(): value.decode() for key, value in record.items()}, results, epochs_done, last_loss)
+            for record, results, epochs_done, last_loss in zip(*[iter(replies)] * 4, strict=True)
+        ]
+        in_bulk = [
+            attempt_result_key_for(fields["id"], fields["result_attempt"])
+            for fields, *_ in jobs
+            if with_result and "result_attempt" in fields
+        ]
+        bulk_results = iter(self.bulk.mget(in_bulk) if in_bulk else [])
         views = []
-        for record, results, epochs_done, last_loss in zip(*[iter(replies)] * 4, strict=True):
-            fields = {key.decode(): value.decode() for key, value in record.items()}
+        for fields, results, epochs_done, last_loss in jobs:
             visible = fields and (owner is None or fields.get("owner") == owner)
-            result = _either(results) if with_result else None
+            result = None
+            if with_result:
+                result = next(bulk_results) if "result_attempt" in fields else _either(results)
             views.append(
                 self._view(fields, result and result_json(result), epochs_done, last_loss, model) if visible else None
             )
@@ -449,7 +482,11 @@ class JobStore:
     def result(self, job_id: str) -> bytes | None:
         """The finished job's result as stored (shared.packing reads it, either format); None if none."""
         keys = JobKeys.of(job_id)
-        return _either(self.redis.mget(keys.packed_result, keys.result))
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.record, "result_attempt")
+            pipe.mget(keys.packed_result, keys.result)
+            attempt, results = pipe.execute()
+        return self.bulk.get(attempt_result_key_for(job_id, attempt.decode())) if attempt else _either(results)
 
     def losses(self, job_id: str, since: int, owner: str | None = None) -> dict | None:
         """The losses of the epochs after `since` with the job's status; None if unknown or not the owner's."""
@@ -474,7 +511,10 @@ class JobStore:
 
     def cancel(self, job_id: str, owner: str | None = None) -> str | None:
         """Cancel a queued job, ask a running one to stop; return the status after, or None if unknown."""
-        status = self._cancel(JobKeys.of(job_id), [self.ttl, _now(), owner or ""])
+        keys = JobKeys.of(job_id)
+        status = self._cancel(keys, [self.ttl, _now(), owner or ""])
+        if status == b"cancelled":
+            self.bulk.delete(keys.arrays)
         return status.decode() if status else None
 
     def jobs(
@@ -609,8 +649,14 @@ class JobStore:
         if number <= 0:
             return None
         skeleton, inline = stored
-        payload = inline or self.redis.get(keys.arrays if skeleton else keys.request)
-        if payload is None:  # the job ended meanwhile
+        payload = inline or (self.bulk.get(keys.arrays) if skeleton else self.redis.get(keys.request))
+        if payload is None:  # ended meanwhile (then this changes nothing), or its arrays were lost with the bulk Redis
+            detail = (
+                "the job's arrays are gone from the bulk Redis (restarted without persistence: BULK_REDIS_URL); "
+                "submit the job again"
+            )
+            problem = Problem(type="/problems/request-lost", title="Request lost", status=500, detail=detail)
+            self.fail(job_id, None, problem)
             return None
         request = Packed(skeleton, payload) if skeleton else Packed(payload, None)
         return Attempt(job_id, number, request, request_id.decode() or None)
@@ -647,32 +693,35 @@ class JobStore:
     ) -> str | None:
         timing = ["", ""] if run_seconds is None else [repr(run_seconds), run_time_bucket(run_seconds)]
         attempt = "" if number is None else number
-        pending = pending_result_key_for(job_id, attempt)
-        try:
-            inline = self._inline(pending, result)
-        except OutOfMemoryError:
-            # A full Redis refuses the SET, but never FINISH (which writes before it grows memory, and a script
-            # that has written runs to its end): the result rides along, at a few ms per MB, and the job ends now.
-            inline = result
-        args = [self.ttl, attempt, _now(), status, error, *timing, inline]
-        final = self._finish(JobKeys.of(job_id), args, pending=pending)
+        keys, aside = JobKeys.of(job_id), attempt_result_key_for(job_id, attempt)
+        in_bulk = len(result) > INLINE_BYTES
+        if in_bulk:
+            try:
+                self._write(aside, result, self.result_ttl)
+            except OutOfMemoryError:
+                # A full Redis refuses the SET, but never FINISH (which writes before it grows memory, and a script
+                # that has written runs to its end): the result rides along, at a few ms per MB, and the job ends now.
+                in_bulk = False
+        args = [self.ttl, attempt, _now(), status, error, *timing, b"" if in_bulk else result, "1" if in_bulk else ""]
+        final = self._finish(keys, args)
+        if in_bulk and not final:
+            self.bulk.delete(aside)  # not this attempt's to finish: its result is no one's
+        if final:
+            self.bulk.delete(keys.arrays)
         return final.decode() if final else None
 
-    def _inline(self, key: str, value: bytes) -> bytes:
-        """Return a small value to pass to a script; SET a big one at `key` instead and return b""."""
-        if len(value) <= INLINE_BYTES:
-            return value
+    def _write(self, key: str, value: bytes, ttl: int) -> None:
+        """SET a big value in the bulk Redis, in pieces; none of it is left behind if that fails."""
         # In pieces: redis-py with hiredis copies a command's arguments into one buffer (a big request twice).
         view = memoryview(value).cast("B")
         try:
-            self.redis.set(key, view[:WRITE_BYTES], ex=self.ttl)
+            self.bulk.set(key, view[:WRITE_BYTES], ex=ttl)
             for low in range(WRITE_BYTES, len(value), WRITE_BYTES):
-                self.redis.append(key, view[low : low + WRITE_BYTES])
+                self.bulk.append(key, view[low : low + WRITE_BYTES])
         except RedisError:
-            with contextlib.suppress(RedisError):  # a full Redis still deletes: leave no half request behind
-                self.redis.delete(key)
+            with contextlib.suppress(RedisError):  # a full Redis still deletes: leave no half value behind
+                self.bulk.delete(key)
             raise
-        return b""
 
     # --- the job as the API shows it -------------------------------------------------------
 

@@ -4,7 +4,7 @@ The scripts name their keys, never KEYS[n]: `record_key`, `request_key`, ... are
 shared.jobstore (the one module that names keys) declares from KEYS in the order it passes them:
 its JobKeys (record, request, result, losses, events, metrics, arrays, packed_result) and, beside it,
 each script's extra keys (SCRIPT_KEYS): the owner's job index, the idempotency key (or ''), the submission counter, the
-Celery queue, an attempt's pending result, and `unfinished_key`, the index of unfinished jobs, each
+Celery queue, and `unfinished_key`, the index of unfinished jobs, each
 job's id scored by when the reconciler should look at it if nothing else has happened by then
 (shared.jobstore.JobStore.due_jobs). The job's own keys expire with it; ARGV[1] is always the record's retention,
 and the record's `result_ttl` (written at creation) the result's and the losses'.
@@ -109,14 +109,15 @@ if not status then return {0, 'gone'} end
 if status ~= 'queued' and status ~= 'running' then return {0, status} end
 local skeleton = redis.call('HGET', record_key, 'request')
 local stored_in = skeleton and arrays_key or request_key
-local size = redis.call('STRLEN', stored_in)
-if size == 0 then return {0, 'gone'} end
+local in_bulk = redis.call('HGET', record_key, 'arrays_in_bulk')  -- then the caller reads (and checks) them
+local size = in_bulk and 0 or redis.call('STRLEN', stored_in)
+if size == 0 and not in_bulk then return {0, 'gone'} end
 local attempt = redis.call('HINCRBY', record_key, 'attempts', 1)
 if attempt > tonumber(ARGV[3]) then return {-attempt, 'exhausted'} end
 redis.call('HSET', record_key, 'status', 'running', 'device', ARGV[5])
 redis.call('HSETNX', record_key, 'started_at', ARGV[2])
 redis.call('ZADD', unfinished_key, _now_ms() + ARGV[6] * 1000, redis.call('HGET', record_key, 'id'))
-local stored = size <= tonumber(ARGV[4]) and redis.call('GET', stored_in) or ''
+local stored = (not in_bulk and size <= tonumber(ARGV[4])) and redis.call('GET', stored_in) or ''
 return {attempt, redis.call('HGET', record_key, 'request_id') or '', skeleton or '', stored}
 """
 )
@@ -147,28 +148,26 @@ return 1
 """
 )
 
-# A success's packed result comes as ARGV[8], or, when big, waits at pending_key (the attempt's pending result),
-# renamed to packed_result_key only if this attempt may finish the job, else deleted. The request's arrays go.
-# ARGV: ttl, attempt (or '' for any), now, status, error JSON, run seconds, run time bucket, result JSON or ''.
+# A success's packed result comes as ARGV[8], or, when big (ARGV[9] is '1'), waits in the bulk Redis under the
+# attempt's own key: the record then names the attempt whose result it is (the caller deletes a refused one).
+# The request's arrays go. ARGV: ttl, attempt (or '' for any), now, status, error JSON, run seconds, run time
+# bucket, packed result or '', '1' if the result is in the bulk Redis.
 # A success asked to cancel becomes cancelled. Returns the final status, or false if not this attempt's to finish.
 FINISH = (
     _EXPIRE_JOB
     + """
 local record = redis.call('HMGET', record_key, 'status', 'attempts', 'cancel_requested', 'kind')
 local current = record[1] and (record[1] == 'running' or record[1] == 'queued')
-if not current or ARGV[2] ~= '' and record[2] ~= ARGV[2] then redis.call('DEL', pending_key) return false end
+if not current or ARGV[2] ~= '' and record[2] ~= ARGV[2] then return false end
 local status = ARGV[4]
 if status == 'succeeded' and record[3] then status = 'cancelled' end
 redis.call('HSET', record_key, 'status', status, 'finished_at', ARGV[3])
 redis.call('ZREM', unfinished_key, redis.call('HGET', record_key, 'id'))
 redis.call('DEL', arrays_key)
-if status == 'succeeded' and ARGV[8] ~= '' then
-  redis.call('SET', packed_result_key, ARGV[8], 'EX', result_ttl)
+if status == 'succeeded' and ARGV[9] ~= '' then
+  redis.call('HSET', record_key, 'result_attempt', ARGV[2])
 elseif status == 'succeeded' then
-  redis.call('RENAME', pending_key, packed_result_key)
-  redis.call('EXPIRE', packed_result_key, result_ttl)
-else
-  redis.call('DEL', pending_key)
+  redis.call('SET', packed_result_key, ARGV[8], 'EX', result_ttl)
 end
 if status == 'failed' then redis.call('HSET', record_key, 'error', ARGV[5]) end
 redis.call('XADD', events_key, '*', 'type', 'status', 'status', status)

@@ -14,6 +14,10 @@ class Settings(BaseSettings):
 
     # Where jobs, results and the Celery queue live. A plain str: RedisDsn rejects unix:// sockets.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Where request arrays and results over 64 KiB live (unset: REDIS_URL). A Redis of their own, without
+    # persistence, keeps their bytes and AOF writes from holding up every other job (docs/PERFORMANCE.md); the
+    # price: a restart of it loses them (queued big jobs then fail with an error that says so, results read 404).
+    bulk_redis_url: str | None = None
     # Address the API listens on.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

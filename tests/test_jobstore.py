@@ -16,10 +16,10 @@ from shared.jobstore import (
     AttemptsExhausted,
     JobKeys,
     JobStore,
+    attempt_result_key_for,
     idempotency_key_for,
     index_key_for,
     job_keys_pattern,
-    pending_result_key_for,
 )
 from shared.packing import Packed
 from shared.response_models import Job, JobSummary, Problem
@@ -118,8 +118,8 @@ def test_big_requests_and_results_bypass_the_scripts_with_the_same_guarantees(st
     assert orjson.loads(orjson.dumps(store.get(job_id)["result"])) == orjson.loads(result)
     keys = JobKeys.of(job_id)
     left = {key.decode() for key in redis_server.client().keys(job_keys_pattern(job_id))}
-    # The stale attempt's pending result is gone, and so are the request's arrays: the job has ended.
-    assert left == {keys.record, keys.events, keys.packed_result}
+    # The stale attempt's result is gone, and so are the request's arrays: the job has ended.
+    assert left == {keys.record, keys.events, attempt_result_key_for(job_id, 2)}
     assert store.start(job_id, "cpu") is None  # a redelivery after the end just acknowledges
 
 
@@ -186,7 +186,7 @@ def test_key_names_stay_as_stored_by_earlier_versions():
         "convq:job:j:arrays",
         "convq:job:j:packed-result",
     )
-    assert (index_key_for("o"), idempotency_key_for("o", "k"), pending_result_key_for("j", 2)) == (
+    assert (index_key_for("o"), idempotency_key_for("o", "k"), attempt_result_key_for("j", 2)) == (
         "convq:jobs:o",
         "convq:idempotency:o:k",
         "convq:job:j:result:2",
@@ -213,3 +213,31 @@ def test_the_store_answers_with_exactly_the_documented_models_fields(store):
     assert list(store.get(job_id)) == list(Job.model_fields)
     [listed], _ = store.jobs("listed", status=None, kind=None, limit=10, before=None)
     assert list(listed) == list(JobSummary.model_fields) and listed["id"] == job_id
+
+
+def test_big_arrays_and_results_live_in_the_bulk_redis_with_the_same_guarantees(redis_server, own_redis_server):
+    redis, bulk = redis_server.client(), own_redis_server.client()
+    store = JobStore(redis, ttl_seconds=60, bulk=bulk)
+    big = Packed(REQUEST.skeleton, b"a" * (INLINE_BYTES + 1))
+    job_id = store.create("correlation", big, OWNER)[0]["id"]
+    keys = JobKeys.of(job_id)
+    assert bulk.get(keys.arrays) == big.arrays and not redis.exists(keys.arrays)
+    first, second = store.start(job_id, "cpu"), store.start(job_id, "cpu")  # the second: a redelivery
+    assert first.request == second.request == big
+    result = b'{"data": "' + b"r" * (INLINE_BYTES + 1) + b'"}'
+    assert store.succeed(first, result) is None  # superseded: its result is dropped
+    assert store.succeed(second, result) == "succeeded"
+    assert orjson.loads(orjson.dumps(store.get(job_id)["result"])) == orjson.loads(result)
+    assert store.result(job_id) == result
+    assert {key.decode() for key in bulk.keys(job_keys_pattern(job_id))} == {attempt_result_key_for(job_id, 2)}
+    assert 0 < bulk.ttl(attempt_result_key_for(job_id, 2)) <= 60
+    assert not redis.keys(job_keys_pattern(job_id) + ":result*")  # the queue Redis holds no big bytes
+
+    lost = store.create("correlation", big, OWNER)[0]["id"]
+    bulk.flushdb()  # the bulk Redis restarted without persistence
+    assert store.start(lost, "cpu") is None
+    job = store.get(lost)
+    assert job["status"] == "failed" and orjson.loads(orjson.dumps(job["error"]))["title"] == "Request lost"
+    cancelled = store.create("correlation", big, OWNER)[0]["id"]
+    store.cancel(cancelled)
+    assert not bulk.exists(JobKeys.of(cancelled).arrays)
