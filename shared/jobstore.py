@@ -151,7 +151,7 @@ BLOCKING_SOCKET_TIMEOUT_SECONDS = STREAM_BLOCK_SECONDS + 5
 FLUSH_SECONDS = 0.1
 # Request arrays and results up to INLINE_BYTES go through the job scripts (one round trip); bigger ones by SET
 # and GET, as Lua copies cost a few ms per MB (jobstore_scripts), written WRITE_BYTES at a time.
-WRITE_BYTES = 4 * 1024 * 1024
+WRITE_BYTES = 8 * 1024 * 1024  # a 1024 x 1024 request (4 MiB and a kernel) in one SET: an APPEND copies the value
 INLINE_BYTES = 64 * 1024
 # Upper bounds (seconds) of the job run time histogram's buckets. Workers count each run time in its bucket as it ends
 # (the metrics hash's run_seconds_bucket:<kind>:<bound> fields), so the bounds are part of the stored format.
