@@ -354,33 +354,50 @@ def tiny_beside_big(url: str, scale: int, rounds: int = 3) -> Comparison:
     return Comparison("tiny_p95_alone_vs_beside_big", p95(beside), p95(alone), "s", 0.67)
 
 
-def redis_cost_of_big_jobs(running: stacks.Stacks, jobs: int = 10) -> dict[str, float]:
-    """What 1024 x 1024 .npy jobs (results retained) cost each Redis: the queue Redis's AOF bytes written and
-    memory kept per job, the bulk Redis's memory kept per job; and both Redises' peak memory over the run."""
-    redis, bulk = Redis.from_url(running.redis_url), Redis.from_url(running.bulk_redis_url)
-    X, K = map(npy_file, big_arrays())
-    rewrite_at = redis.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"]
-    redis.config_set("auto-aof-rewrite-percentage", 0)  # no rewrite in the middle: the AOF only grows
+def redis_cost(
+    running: stacks.Stacks, label: str, one_job: Callable[[requests.Session], object], jobs: int
+) -> list[str]:
+    """What one job costs each Redis, measured over `jobs` jobs one after another (results retained): the queue
+    Redis's AOF bytes written, each Redis's memory kept, commands run and time spent running them (commandstats:
+    the time that Redis's one thread is busy, so 1 s over it is where that Redis saturates)."""
+    redises = {"queue": Redis.from_url(running.redis_url), "bulk": Redis.from_url(running.bulk_redis_url)}
+    queue = redises["queue"]
+    rewrite_at = queue.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"]
+    queue.config_set("auto-aof-rewrite-percentage", 0)  # no rewrite in the middle: the AOF only grows
     try:
-        aof_before = redis.info("persistence")["aof_current_size"]
-        memory_before = {name: r.info("memory")["used_memory"] for name, r in (("queue", redis), ("bulk", bulk))}
+        aof_before = queue.info("persistence")["aof_current_size"]
+        memory_before = {name: redis.info("memory")["used_memory"] for name, redis in redises.items()}
+        for redis in redises.values():
+            redis.config_resetstat()
         with requests.Session() as http:
             for _ in range(jobs):
-                convq_npy_job(running.convq_url, http, X, K)
-        aof_after = redis.info("persistence")["aof_current_size"]
-        memory = {name: r.info("memory") for name, r in (("queue", redis), ("bulk", bulk))}
+                one_job(http)
+        aof = (queue.info("persistence")["aof_current_size"] - aof_before) / jobs
+        lines = [f"{label}: queue Redis AOF {aof / 1024:,.1f} KB written per job"]
+        for name, redis in redises.items():
+            kept = (redis.info("memory")["used_memory"] - memory_before[name]) / jobs
+            stats = redis.info("commandstats")
+            calls = sum(stat["calls"] for stat in stats.values()) / jobs
+            busy = sum(stat["usec"] for stat in stats.values()) / jobs
+            lines.append(
+                f"{label}: {name} Redis {kept / 1024:,.1f} KB kept, {calls:.1f} commands, "
+                f"{busy / 1000:.2f} ms busy per job (saturates near {1e6 / max(busy, 1):,.0f} such jobs/s)"
+            )
     finally:
-        redis.config_set("auto-aof-rewrite-percentage", rewrite_at)
-    kept = {name: (memory[name]["used_memory"] - memory_before[name]) / jobs for name in memory}
-    return {
-        "queue Redis: AOF bytes written per 1024 x 1024 .npy job": (aof_after - aof_before) / jobs,
-        "queue Redis: memory kept per finished 1024 x 1024 .npy job": kept["queue"],
-        "bulk Redis (no AOF): memory kept per finished 1024 x 1024 .npy job (its result)": kept["bulk"],
-        "queue Redis used_memory_peak over the run (the bare app's results are in it too)": memory["queue"][
-            "used_memory_peak"
-        ],
-        "bulk Redis used_memory_peak over the run": memory["bulk"]["used_memory_peak"],
-    }
+        queue.config_set("auto-aof-rewrite-percentage", rewrite_at)
+    return lines
+
+
+def redis_costs(running: stacks.Stacks) -> list[str]:
+    """The Redis cost of a tiny job and of a 1024 x 1024 .npy job, and both Redises' peak memory over the run."""
+    X, K = map(npy_file, big_arrays())
+    tiny = convq_tiny(running.convq_url)
+    lines = redis_cost(running, "tiny job", tiny, 200)
+    lines += redis_cost(running, "1024 x 1024 .npy job", lambda http: convq_npy_job(running.convq_url, http, X, K), 10)
+    for name, url in (("queue (the bare app's results too)", running.redis_url), ("bulk", running.bulk_redis_url)):
+        peak = Redis.from_url(url).info("memory")["used_memory_peak"]
+        lines.append(f"{name} Redis used_memory_peak over the run: {peak / 2**20:.0f} MB")
+    return lines
 
 
 def training_overhead(url: str, scale: int, epochs: int = 200) -> Comparison:
@@ -415,22 +432,22 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def big(scale: int) -> tuple[list[Comparison], dict[str, float]]:
+def big(scale: int) -> tuple[list[Comparison], list[str]]:
     """The big-array lines alone (--only big): .npy end to end, against the bare app, tiny jobs beside big ones."""
     with stacks.Stacks() as running:
         return big_lines(running, scale)
 
 
-def big_lines(running: stacks.Stacks, scale: int) -> tuple[list[Comparison], dict[str, float]]:
+def big_lines(running: stacks.Stacks, scale: int) -> tuple[list[Comparison], list[str]]:
     comparisons = [
         big_npy(running.convq_url, scale),
         big_vs_bare(running.convq_url, running.bare_url, scale),
         tiny_beside_big(running.convq_url, scale),
     ]
-    return comparisons, redis_cost_of_big_jobs(running)
+    return comparisons, redis_costs(running)
 
 
-def stack(scale: int, clients: int) -> tuple[list[Comparison], dict[str, float], dict[str, float]]:
+def stack(scale: int, clients: int) -> tuple[list[Comparison], dict[str, float], list[str]]:
     with stacks.Stacks() as running:
         bare_celery = stacks.bare_celery(running.bare_redis_url)
         ours, theirs = side_by_side(
@@ -451,12 +468,12 @@ def stack(scale: int, clients: int) -> tuple[list[Comparison], dict[str, float],
         comparisons.append(Comparison("e2e_tiny_latency_vs_bare_celery", ours, theirs, "s", 0.5))
         comparisons.append(big_correlation(running.convq_url, scale, "base64"))
         comparisons.append(training_overhead(running.convq_url, scale))
-        big_comparisons, redis_costs = big_lines(running, scale)
+        big_comparisons, redis_lines = big_lines(running, scale)
         comparisons += big_comparisons
         peaks = {f"{role} (no nested-list 1024 x 1024 bodies)": mb for role, mb in running.peak_rss_mb().items()}
         comparisons.insert(2, big_correlation(running.convq_url, scale, "json"))
         peaks |= {f"{role} (all)": mb for role, mb in running.peak_rss_mb().items()}
-        return comparisons, peaks, redis_costs
+        return comparisons, peaks, redis_lines
 
 
 def main() -> None:
@@ -466,14 +483,14 @@ def main() -> None:
     parser.add_argument("--only", choices=("core", "stack", "big"), help="run one half, or the big-array lines")
     args = parser.parse_args()
     print(f"convq benchmark: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    comparisons, peaks, redis_costs = [], {}, {}
+    comparisons, peaks, redis_lines = [], {}, []
     if args.only in (None, "core"):
         comparisons += core(args.scale)
     if args.only in (None, "stack"):
-        measured, peaks, redis_costs = stack(args.scale, args.clients)
+        measured, peaks, redis_lines = stack(args.scale, args.clients)
         comparisons += measured
     if args.only == "big":
-        comparisons, redis_costs = big(args.scale)
+        comparisons, redis_lines = big(args.scale)
     print(f"\n{'comparison':34s} {'convq':>14s} {'baseline':>14s} {'ratio':>8s} {'target':>8s}")
     for c in comparisons:
         met = "" if c.ratio >= c.target else "  (below target)"
@@ -482,8 +499,8 @@ def main() -> None:
         )
     for role, megabytes in peaks.items():
         print(f"peak RSS of one {role} process: {megabytes:.0f} MB")
-    for what, size in redis_costs.items():
-        print(f"{what}: {size / 2**20:.2f} MB")
+    for line in redis_lines:
+        print(line)
     print()
     for c in comparisons:
         print(c.line())
