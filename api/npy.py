@@ -156,6 +156,7 @@ def _data(stream: IO[bytes], available: int, shape: tuple[int, ...], fortran: bo
 
 def to_bytes(array: np.ndarray) -> bytes:
     """A float32 array as an .npy file (version 1.0, little-endian, C order)."""
-    buffer = io.BytesIO()
-    npy_format.write_array(buffer, np.ascontiguousarray(array, dtype="<f4"), allow_pickle=False)
-    return buffer.getvalue()
+    array = np.ascontiguousarray(array, dtype="<f4")
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(header, npy_format.header_data_from_array_1_0(array))
+    return b"".join([header.getvalue(), memoryview(array).cast("B")])  # one copy (write_array took three: 5 ms)

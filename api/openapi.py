@@ -121,6 +121,9 @@ def _loss_chart(name: str, content: dict) -> dict:
     return _picture(f"The loss curve so far, as {name}", content, statuses, [parameters.SCALE.document()])
 
 
+_JOB_OR_NPY = {"application/json": {"schema": _ref("Job")}, NPY: {"schema": {"type": "string", "format": "binary"}}}
+
+
 def _submission(model: type[CorrelationRequest | KernelTrainingRequest], summary: str) -> dict:
     body = {
         "application/json": {"schema": _ref(model.__name__)},
@@ -144,8 +147,12 @@ def _submission(model: type[CorrelationRequest | KernelTrainingRequest], summary
         "responses": {
             "202": _json("Job", "Accepted: the job is queued", _JOB_HEADERS),
             "200": _json(
-                "Job", "The job finished within Prefer: wait, or an idempotent replay of a finished job", _JOB_HEADERS
-            ),
+                "Job",
+                "The job finished within Prefer: wait, or an idempotent replay of a finished job; with "
+                "Accept: application/x-npy, a succeeded job's output or kernel as .npy",
+                _JOB_HEADERS,
+            )
+            | {"content": _JOB_OR_NPY},
             **_problems(400, 401, 413, 414, 415, 422, 429, 503, 507),
         },
     }
@@ -195,13 +202,7 @@ def build(settings: Settings) -> dict:
                     "summary": "A job: status, progress, result or error; with Accept: application/x-npy, "
                     "a succeeded job's output or kernel as .npy (409 before)",
                     "responses": {
-                        "200": _json("Job", "The job", _JOB_HEADERS)
-                        | {
-                            "content": {
-                                "application/json": {"schema": _ref("Job")},
-                                NPY: {"schema": {"type": "string", "format": "binary"}},
-                            }
-                        },
+                        "200": _json("Job", "The job", _JOB_HEADERS) | {"content": _JOB_OR_NPY},
                         **_problems(401, 404, 409, 414, 503),
                     },
                 },

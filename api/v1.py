@@ -18,8 +18,8 @@ from api.responses import json_response
 from api.runtime import runtime
 from api.uploads import parse_array_form, parse_correlation_form
 from shared import logs
-from shared.arrays import dump_json, to_array
 from shared.jobstore import IdempotencyConflict
+from shared.packing import pack_request, result_array
 from shared.request_models import CorrelationRequest, KernelTrainingRequest
 from shared.response_models import FINISHED, JobKind, Problem
 from shared.taskqueue import TASK_FOR_KIND, QueueFull, Route, route
@@ -74,7 +74,7 @@ def list_jobs() -> Response:
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str) -> Response:
     """The job as JSON; with `Accept: application/x-npy` (preferred to JSON), its array as output.npy or kernel.npy."""
-    if request.accept_mimetypes.best_match(["application/json", NPY]) == NPY:
+    if _wants_npy():
         kind = _existing(job_id, runtime().store.get(_parse_id(job_id), g.caller, with_result=False))["kind"]
         return get_output_npy(job_id) if kind == "correlation" else get_kernel_npy(job_id)
     return _job_response(_existing(job_id, runtime().store.get(_parse_id(job_id), g.caller)))
@@ -112,10 +112,10 @@ def get_output_image(job_id: str) -> Response:
         raise ProblemError(problem, _retry_unless_finished(job["status"]))
     from api import pictures  # matplotlib: imported only by processes that draw
 
-    result = _existing(job_id, store.result(parsed))  # None only if it expired just now
-    output = to_array(orjson.loads(result)["output"], dimensions=(2, 3))  # either form: lists or base64
-    request = CorrelationRequest.model_validate_json(_existing(job_id, store.request(parsed)))
-    window = pictures.unpadded(request.input.shape[-2:], request.kernel.shape[-2:], request.padding, request.stride)
+    output = result_array(_existing_result(job_id, store.result(parsed)), "output", (2, 3))
+    request = orjson.loads(_existing(job_id, store.request_json(parsed)))  # the arrays' shapes, not their data
+    input_shape, kernel_shape = (tuple(request[name]["shape"][-2:]) for name in ("input", "kernel"))
+    window = pictures.unpadded(input_shape, kernel_shape, tuple(request["padding"]), tuple(request["stride"]))
     return Response(pictures.output_png(output, window), mimetype="image/png")
 
 
@@ -141,8 +141,7 @@ def _result_npy(job_id: str, kind: JobKind, field: str, dimensions: tuple[int, .
         detail = f"job {job_id!r} is {job['status']}: only a succeeded job has its {field}.npy"
         problem = Problem(type="/problems/no-output", title="Conflict", status=409, detail=detail)
         raise ProblemError(problem, _retry_unless_finished(job["status"]))
-    result = _existing(job_id, store.result(parsed))  # None only if it expired just now
-    array = to_array(orjson.loads(result)[field], dimensions=dimensions)  # either form: lists or base64
+    array = result_array(_existing_result(job_id, store.result(parsed)), field, dimensions)
     disposition = f'attachment; filename="{parsed}-{field}.npy"'
     return Response(npy_bytes(array), mimetype=NPY, headers={"Content-Disposition": disposition})
 
@@ -181,10 +180,10 @@ def _submit(
     """Store the job and its request, queue a message that carries only the job id, and maybe wait for it."""
     rt = runtime()
     key, wait = parameters.idempotency_key(), _preferred_wait(rt.settings.max_wait_seconds)
-    request_json = dump_json(job_request)
+    packed = pack_request(job_request)
     route = _route(job_request)
     try:
-        job, created = rt.store.create(kind, request_json, g.caller, epochs, logs.request_id.get(), key, route)
+        job, created = rt.store.create(kind, packed, g.caller, epochs, logs.request_id.get(), key, route)
     except QueueFull:
         detail = f"the queue holds {rt.settings.max_queue_length} jobs or more (MAX_QUEUE_LENGTH); retry later"
         problem = Problem(type="/problems/queue-full", title="Too Many Requests", status=429, detail=detail)
@@ -203,10 +202,19 @@ def _submit(
         try:
             headers["Preference-Applied"] = f"wait={wait}"
             if rt.store.wait_until_finished(job["id"], wait, fresh=created):
-                job = rt.store.get(job["id"], g.caller)
+                job = rt.store.get(job["id"], g.caller, with_result=not _wants_npy())
         finally:
             holds.give_back(caller)
+    if job["status"] == "succeeded" and _wants_npy():  # the array itself: one round trip, no JSON of it
+        response = get_output_npy(job["id"]) if kind == "correlation" else get_kernel_npy(job["id"])
+        response.headers.update(headers)
+        return response
     return _job_response(job, status=200 if job["status"] in FINISHED else 202, headers=headers)
+
+
+def _wants_npy() -> bool:
+    """Whether the client prefers an .npy file to JSON (`Accept: application/x-npy`)."""
+    return request.accept_mimetypes.best_match(["application/json", NPY]) == NPY
 
 
 def _route(job_request: CorrelationRequest | KernelTrainingRequest) -> Route:
@@ -273,6 +281,13 @@ def _parse_id(job_id: str) -> str:
 def _existing(job_id: str, found: Found | None) -> Found:
     if found is None:
         raise _not_found(job_id)
+    return found
+
+
+def _existing_result(job_id: str, found: bytes | None) -> bytes:
+    """A succeeded job's stored result, or 404 once it expired (RESULT_TTL_SECONDS may be shorter than the job's)."""
+    if found is None:
+        raise _not_found(job_id, "has no result any more: results are kept RESULT_TTL_SECONDS after the job ends")
     return found
 
 

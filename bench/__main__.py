@@ -7,6 +7,9 @@ docs/PERFORMANCE.md explains each comparison and what limits it.
 """
 
 import argparse
+import io
+import multiprocessing
+import multiprocessing.synchronize
 import os
 import statistics
 import threading
@@ -20,6 +23,7 @@ import orjson
 import pybase64
 import requests
 import torch
+from redis import Redis
 
 from bench import stacks
 from services import Training, corr2d, corr2d_reference, correlate, fit_kernel, learn_kernel
@@ -27,6 +31,7 @@ from shared.arrays import to_base64
 
 TINY = {"input": np.arange(64, dtype=np.float32).reshape(8, 8).tolist(), "kernel": [[1.0, 0.0, -1.0]] * 3}
 WAIT = {"Prefer": "wait=60"}
+NPY = "application/x-npy"
 
 
 @dataclass
@@ -239,6 +244,166 @@ def big_correlation(url: str, scale: int, form: str) -> Comparison:
     return Comparison(f"e2e_1024_{form}_vs_inprocess", ours, theirs, "s", target)
 
 
+def big_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1024 x 1024 input and 3 x 3 kernel of the big-array lines."""
+    generator = torch.Generator().manual_seed(2)
+    return torch.randn((1024, 1024), generator=generator).numpy(), torch.randn((3, 3), generator=generator).numpy()
+
+
+def npy_file(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def convq_npy_job(url: str, http: requests.Session, X: bytes, K: bytes) -> np.ndarray:
+    """A correlation of .npy files, answered with output.npy in the same round trip (Prefer: wait, Accept)."""
+    files = {"input": ("input.npy", X, NPY), "kernel": ("kernel.npy", K, NPY)}
+    response = http.post(f"{url}/v1/correlations", files=files, headers={**WAIT, "Accept": NPY}, timeout=120)
+    assert response.status_code == 200 and response.headers["Content-Type"] == NPY, response.text[:500]
+    return np.load(io.BytesIO(response.content))
+
+
+def big_npy(url: str, scale: int) -> Comparison:
+    """A 1024 x 1024 correlation as .npy in and out vs np.load + the same core + np.save in one process."""
+    X, K = map(npy_file, big_arrays())
+
+    def in_process() -> bytes:
+        output = corr2d(torch.from_numpy(np.load(io.BytesIO(X))), torch.from_numpy(np.load(io.BytesIO(K))))
+        return npy_file(output.contiguous().numpy())
+
+    with requests.Session() as http, torch_threads(stacks.WORKER_THREADS):
+        ours, theirs = side_by_side(
+            lambda: median_time(lambda: convq_npy_job(url, http, X, K), 5 * scale),
+            lambda: median_time(in_process, 5 * scale),
+            3,
+        )
+    return Comparison("e2e_1024_npy_vs_inprocess", ours, theirs, "s", 0.15)
+
+
+def big_vs_bare(convq_url: str, bare_url: str, scale: int, poll_seconds: float = 0.002) -> Comparison:
+    """The same 1024 x 1024 job through convq (.npy, as its client sends big arrays) and through the bare app
+    (base64 as the task's argument, the output back through Celery's result backend, polled)."""
+    X, K = big_arrays()
+    X_npy, K_npy, body = npy_file(X), npy_file(K), {"input": to_base64(X), "kernel": K.tolist()}
+
+    def bare(http: requests.Session) -> np.ndarray:
+        task_id = http.post(f"{bare_url}/correlations", json=body, timeout=120).json()["id"]
+        while (reply := http.get(f"{bare_url}/correlations/{task_id}", timeout=120).json())["status"] != "SUCCESS":
+            assert reply["status"] in ("PENDING", "STARTED"), reply
+            time.sleep(poll_seconds)
+        output = reply["output"]
+        return np.frombuffer(pybase64.b64decode(output["data"]), "<f4").reshape(output["shape"])
+
+    with requests.Session() as http:
+        ours, theirs = side_by_side(
+            lambda: median_time(lambda: convq_npy_job(convq_url, http, X_npy, K_npy), 3 * scale),
+            lambda: median_time(lambda: bare(http), 3 * scale),
+            3,
+        )
+    return Comparison("e2e_1024_vs_bare", ours, theirs, "s", 2)
+
+
+def stream_big_jobs(url: str, stopping: multiprocessing.synchronize.Event) -> None:
+    X, K = map(npy_file, big_arrays())
+    with requests.Session() as http:
+        while not stopping.is_set():
+            convq_npy_job(url, http, X, K)
+
+
+@contextmanager
+def big_stream(url: str) -> Iterator[None]:
+    """A client submitting 1024 x 1024 .npy correlations one after another while the block runs, in a process of
+    its own: in this one, building 4 MB bodies and reading 4 MB answers would hold the GIL that the tiny jobs'
+    client needs, and the tiny jobs' times would measure this script, not the service."""
+    context = multiprocessing.get_context("fork")  # the child runs no torch: forking after torch is safe here
+    stopping = context.Event()
+    process = context.Process(target=stream_big_jobs, args=(url, stopping))
+    process.start()
+    try:
+        time.sleep(0.5)  # under way
+        yield
+    finally:
+        stopping.set()
+        process.join(120)
+
+
+def p95(samples: list[float]) -> float:
+    return statistics.quantiles(samples, n=20)[18]
+
+
+def tiny_beside_big(url: str, scale: int, rounds: int = 3) -> Comparison:
+    """A tiny job's p95 latency alone vs beside a continuous stream of 1024 x 1024 jobs, alternating."""
+    alone, beside = [], []
+    with requests.Session() as http:
+        one = convq_tiny(url)
+
+        def latencies(count: int) -> list[float]:
+            times = []
+            for _ in range(count):
+                started = time.perf_counter()
+                one(http)
+                times.append(time.perf_counter() - started)
+            return times
+
+        latencies(5)
+        for _ in range(rounds):
+            alone += latencies(40 * scale)
+            with big_stream(url):
+                beside += latencies(40 * scale)
+    print(
+        f"tiny job latency: alone p50 {statistics.median(alone) * 1000:.1f} ms p95 {p95(alone) * 1000:.1f} ms; "
+        f"beside 1024 x 1024 jobs p50 {statistics.median(beside) * 1000:.1f} ms p95 {p95(beside) * 1000:.1f} ms"
+    )
+    return Comparison("tiny_p95_alone_vs_beside_big", p95(beside), p95(alone), "s", 0.67)
+
+
+def redis_cost(
+    running: stacks.Stacks, label: str, one_job: Callable[[requests.Session], object], jobs: int
+) -> list[str]:
+    """What one job costs each Redis, measured over `jobs` jobs one after another (results retained): the queue
+    Redis's AOF bytes written, each Redis's memory kept, commands run and time spent running them (commandstats:
+    the time that Redis's one thread is busy, so 1 s over it is where that Redis saturates)."""
+    redises = {"queue": Redis.from_url(running.redis_url), "bulk": Redis.from_url(running.bulk_redis_url)}
+    queue = redises["queue"]
+    rewrite_at = queue.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"]
+    queue.config_set("auto-aof-rewrite-percentage", 0)  # no rewrite in the middle: the AOF only grows
+    try:
+        aof_before = queue.info("persistence")["aof_current_size"]
+        memory_before = {name: redis.info("memory")["used_memory"] for name, redis in redises.items()}
+        for redis in redises.values():
+            redis.config_resetstat()
+        with requests.Session() as http:
+            for _ in range(jobs):
+                one_job(http)
+        aof = (queue.info("persistence")["aof_current_size"] - aof_before) / jobs
+        lines = [f"{label}: queue Redis AOF {aof / 1024:,.1f} KB written per job"]
+        for name, redis in redises.items():
+            kept = (redis.info("memory")["used_memory"] - memory_before[name]) / jobs
+            stats = redis.info("commandstats")
+            calls = sum(stat["calls"] for stat in stats.values()) / jobs
+            busy = sum(stat["usec"] for stat in stats.values()) / jobs
+            lines.append(
+                f"{label}: {name} Redis {kept / 1024:,.1f} KB kept, {calls:.1f} commands, "
+                f"{busy / 1000:.2f} ms busy per job (saturates near {1e6 / max(busy, 1):,.0f} such jobs/s)"
+            )
+    finally:
+        queue.config_set("auto-aof-rewrite-percentage", rewrite_at)
+    return lines
+
+
+def redis_costs(running: stacks.Stacks) -> list[str]:
+    """The Redis cost of a tiny job and of a 1024 x 1024 .npy job, and both Redises' peak memory over the run."""
+    X, K = map(npy_file, big_arrays())
+    tiny = convq_tiny(running.convq_url)
+    lines = redis_cost(running, "tiny job", tiny, 200)
+    lines += redis_cost(running, "1024 x 1024 .npy job", lambda http: convq_npy_job(running.convq_url, http, X, K), 10)
+    for name, url in (("queue (the bare app's results too)", running.redis_url), ("bulk", running.bulk_redis_url)):
+        peak = Redis.from_url(url).info("memory")["used_memory_peak"]
+        lines.append(f"{name} Redis used_memory_peak over the run: {peak / 2**20:.0f} MB")
+    return lines
+
+
 def training_overhead(url: str, scale: int, epochs: int = 200) -> Comparison:
     """A 512 x 512, 3 x 3, 200-epoch training through the stack vs the same core looped in process."""
     generator = torch.Generator().manual_seed(3)
@@ -271,7 +436,22 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def stack(scale: int, clients: int) -> tuple[list[Comparison], dict[str, float]]:
+def big(scale: int) -> tuple[list[Comparison], list[str]]:
+    """The big-array lines alone (--only big): .npy end to end, against the bare app, tiny jobs beside big ones."""
+    with stacks.Stacks() as running:
+        return big_lines(running, scale)
+
+
+def big_lines(running: stacks.Stacks, scale: int) -> tuple[list[Comparison], list[str]]:
+    comparisons = [
+        big_npy(running.convq_url, scale),
+        big_vs_bare(running.convq_url, running.bare_url, scale),
+        tiny_beside_big(running.convq_url, scale),
+    ]
+    return comparisons, redis_costs(running)
+
+
+def stack(scale: int, clients: int) -> tuple[list[Comparison], dict[str, float], list[str]]:
     with stacks.Stacks() as running:
         bare_celery = stacks.bare_celery(running.bare_redis_url)
         ours, theirs = side_by_side(
@@ -292,25 +472,29 @@ def stack(scale: int, clients: int) -> tuple[list[Comparison], dict[str, float]]
         comparisons.append(Comparison("e2e_tiny_latency_vs_bare_celery", ours, theirs, "s", 0.5))
         comparisons.append(big_correlation(running.convq_url, scale, "base64"))
         comparisons.append(training_overhead(running.convq_url, scale))
+        big_comparisons, redis_lines = big_lines(running, scale)
+        comparisons += big_comparisons
         peaks = {f"{role} (no nested-list 1024 x 1024 bodies)": mb for role, mb in running.peak_rss_mb().items()}
         comparisons.insert(2, big_correlation(running.convq_url, scale, "json"))
         peaks |= {f"{role} (all)": mb for role, mb in running.peak_rss_mb().items()}
-        return comparisons, peaks
+        return comparisons, peaks, redis_lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=1, help="multiply repetitions and durations (default 1)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients for the throughput test")
-    parser.add_argument("--only", choices=("core", "stack"), help="run one half")
+    parser.add_argument("--only", choices=("core", "stack", "big"), help="run one half, or the big-array lines")
     args = parser.parse_args()
     print(f"convq benchmark: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    comparisons, peaks = [], {}
-    if args.only != "stack":
+    comparisons, peaks, redis_lines = [], {}, []
+    if args.only in (None, "core"):
         comparisons += core(args.scale)
-    if args.only != "core":
-        measured, peaks = stack(args.scale, args.clients)
+    if args.only in (None, "stack"):
+        measured, peaks, redis_lines = stack(args.scale, args.clients)
         comparisons += measured
+    if args.only == "big":
+        comparisons, redis_lines = big(args.scale)
     print(f"\n{'comparison':34s} {'convq':>14s} {'baseline':>14s} {'ratio':>8s} {'target':>8s}")
     for c in comparisons:
         met = "" if c.ratio >= c.target else "  (below target)"
@@ -319,6 +503,8 @@ def main() -> None:
         )
     for role, megabytes in peaks.items():
         print(f"peak RSS of one {role} process: {megabytes:.0f} MB")
+    for line in redis_lines:
+        print(line)
     print()
     for c in comparisons:
         print(c.line())

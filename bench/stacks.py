@@ -1,6 +1,7 @@
-"""The processes the benchmark measures: one Redis, convq (bin/api, bin/worker) and the bare baseline beside it.
+"""The processes the benchmark measures: Redis, convq (bin/api, bin/worker) and the bare baseline beside it.
 
-Both services get the same machine, the same Redis (different databases),
+Both services get the same machine, the same Redis (different databases; convq's big arrays go to a bulk Redis
+of their own, as `make run` and compose start it),
 two worker processes each and gunicorn with the same workers and threads.
 """
 
@@ -40,9 +41,11 @@ class Stacks:
         self.peaks: dict[str, float] = {}
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch_memory, daemon=True)
-        redis_port, convq_port, bare_port = free_port(), free_port(), free_port()
+        redis_port, bulk_redis_port, convq_port, bare_port = free_port(), free_port(), free_port(), free_port()
         self.convq_url, self.bare_url = f"http://127.0.0.1:{convq_port}", f"http://127.0.0.1:{bare_port}"
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        self.bulk_redis_url = f"redis://127.0.0.1:{bulk_redis_port}/0"
+        self.bulk_redis_port = bulk_redis_port
         self.bare_redis_url = f"redis://127.0.0.1:{redis_port}/1"
         bin_dir = Path(sys.executable).parent
         self.env = os.environ | {
@@ -50,6 +53,7 @@ class Stacks:
             "REDIS_PORT": str(redis_port),
             "REDIS_DIR": str(self.folder / "redis"),
             "REDIS_URL": self.redis_url,
+            "BULK_REDIS_URL": self.bulk_redis_url,
             "PORT": str(convq_port),
             "LOG_LEVEL": "WARNING",
             "WORKER_CONCURRENCY": str(WORKER_PROCESSES),
@@ -60,6 +64,8 @@ class Stacks:
     def __enter__(self) -> "Stacks":
         try:
             self._start("redis", ["bin/embedded-redis"])
+            bulk_redis = {"REDIS_PORT": str(self.bulk_redis_port), "REDIS_DIR": str(self.folder / "bulk-redis")}
+            self._start("bulk redis", ["bin/embedded-redis", "--appendonly", "no"], **bulk_redis)
             self._start("convq api", ["bin/api"])
             self._start("convq worker", ["bin/worker"])
             gunicorn = ["gunicorn", "--workers", "2", "--worker-class", "gthread", "--threads", "64"]

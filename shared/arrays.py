@@ -5,12 +5,11 @@ either as nested lists of numbers, `[[1, 2], [3, 4]]`, or as
 `{"shape": [h, w], "dtype": "float32", "data": "<base64, little-endian, row-major>"}`
 (dtype float32 or float64). Either way it becomes a C-contiguous float32 array,
 checked without Python work per element (pydantic-core and numpy do the loops),
-and every fault carries its location (`/input/3/1`, `/input/data`). Stored and
-queued, an array is always in the base64 form: a worker decodes it in
-microseconds instead of parsing a million numbers again.
+and every fault carries its location (`/input/3/1`, `/input/data`). Stored, an
+array is its raw bytes beside the request's JSON (shared.packing): a worker reads
+it in microseconds instead of parsing a million numbers again.
 """
 
-import re
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
@@ -166,46 +165,17 @@ def to_base64(array: np.ndarray) -> dict:
     return {"shape": list(array.shape), "dtype": "float32", "data": pybase64.b64encode_as_string(array)}
 
 
-ENCODE_BYTES = 3 * 1024 * 1024
-SPLICED = "convq.spliced"  # the serialization context's list of arrays whose base64 dump_json splices in
-_SPLICE = re.compile(rb'"\\u0000array-(\d+)"')
+SPLICED = "convq.spliced"  # the serialization context's list of arrays that shared.packing stores raw
+PLACEHOLDER = "\x00array-"  # + the array's index in that list: the `data` written in its place
 
 
 def serialize_array(array: np.ndarray, info: SerializationInfo) -> dict:
-    """to_base64, or, when dump_json asks, a placeholder for the data that it writes itself."""
+    """to_base64, or, when shared.packing asks, a placeholder for the data that it stores raw beside the JSON."""
     spliced = info.context.get(SPLICED) if isinstance(info.context, dict) else None
     if spliced is None:
         return to_base64(array)
     spliced.append(np.ascontiguousarray(array, dtype=DTYPES["float32"]))
-    return {"shape": list(array.shape), "dtype": "float32", "data": f"\x00array-{len(spliced) - 1}"}
-
-
-def dump_json(model: BaseModel) -> bytearray:
-    """The model as JSON, its arrays in the base64 form: the same bytes as model_dump_json, written once.
-
-    The serializer would make each array's base64 a str, copy it into a buffer that grows by doubling, then
-    copy that into bytes (124 MB at once for two 2048 x 2048 arrays, measured). Here it writes the rest, with
-    a placeholder for each array's data, and each base64 is encoded a piece at a time into one buffer (87 MB).
-    """
-    spliced: list[np.ndarray] = []
-    skeleton = model.__pydantic_serializer__.to_json(model, context={SPLICED: spliced})
-    pieces = _SPLICE.split(skeleton)  # text, index, text, index, ..., text
-    texts, arrays = pieces[::2], [memoryview(spliced[int(index)]).cast("B") for index in pieces[1::2]]
-    output = bytearray(sum(map(len, texts)) + sum(2 + 4 * -(-len(raw) // 3) for raw in arrays))
-    view, at = memoryview(output), 0
-    for text, raw in zip(texts, [*arrays, None], strict=True):
-        view[at : at + len(text)] = text
-        at += len(text)
-        if raw is not None:
-            view[at] = ord('"')
-            for low in range(0, len(raw), ENCODE_BYTES):  # a multiple of 3 bytes: padding only at the end
-                encoded = pybase64.b64encode(raw[low : low + ENCODE_BYTES])
-                view[at + 1 : at + 1 + len(encoded)] = encoded
-                at += len(encoded)
-            view[at + 1] = ord('"')
-            at += 2
-    view.release()
-    return output
+    return {"shape": list(array.shape), "dtype": "float32", "data": f"{PLACEHOLDER}{len(spliced) - 1}"}
 
 
 def to_json(value: Any, form: Literal["lists", "base64"]) -> bytes:

@@ -3,16 +3,25 @@
 Every key is built by name in one block below (JobKeys and the functions and constants beside it), and each Lua
 script's keys are declared from there (SCRIPT_KEYS); kombu's keys (the Celery queues) are shared.taskqueue's.
 
-A job is five keys (JobKeys), all expiring `ttl` seconds after the job's last change: its record,
-request, result, losses and events; for a moment, an attempt's pending result. Beside them: each
+A job is a few keys (JobKeys), expiring `ttl` seconds after the job's last change: its record (which
+holds the request's skeleton: parameters and shapes, shared.packing), the request's arrays as raw bytes
+(deleted when the job ends), and its events; its result and losses expire `result_ttl` seconds after
+(RESULT_TTL_SECONDS, at most the record's). Request arrays and results over INLINE_BYTES live in the bulk
+Redis (BULK_REDIS_URL, by default the same one), a big result under its attempt's own key. Jobs stored by the
+previous release keep their request as one JSON value (`request`) and their result as JSON (`result`). Beside them: each
 owner's index of job ids, idempotency keys, the metrics hash (never expires), and the index of
 unfinished jobs (a sorted set scored by when each is due for the reconciler's look: see due_jobs).
 
 Workers may be killed and messages redelivered, so every state change is one
 Lua script (shared.jobstore_scripts) that checks the state it expects: an
 attempt number guards the writes of each run, a loss is appended only if it
-is the next epoch's, and only the current attempt may finish a job. Requests
+is the next epoch's, and only the current attempt may finish a job. Request arrays
 and results over INLINE_BYTES are SET beside the script, not passed through it.
+
+Stored format: a job of this release has the skeleton on its record (field `request`); its message goes to
+a queue of this release (shared.taskqueue.QUEUE_NAMES) and it is indexed in UNFINISHED_KEY, neither of which
+the previous release reads, so a worker of that release never sees it. Workers of this release also take the
+previous release's queues and index, and run and finish its jobs (docs/RELIABILITY.md, upgrades).
 """
 
 import contextlib
@@ -32,6 +41,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
+from shared.packing import Packed, result_json
 from shared.response_models import Job, JobKind, JobSummary, Problem
 from shared.settings import Settings
 from shared.taskqueue import UNCHECKED_CPU_QUEUE, QueueFull, Route
@@ -46,7 +56,8 @@ METRICS_KEY = "convq:metrics"
 SEQUENCE_KEY = "convq:jobs:sequence"  # the submission counter that orders each owner's index
 # Every queued or running job, scored by when (Redis time, ms) the reconciler should check that it still has a
 # queue message; outside "convq:jobs:", where an owner named "unfinished" would collide.
-UNFINISHED_KEY = "convq:unfinished"
+UNFINISHED_KEY = "convq:unfinished:2"
+LEGACY_UNFINISHED_KEY = "convq:unfinished"  # the previous release's jobs, swept until none is left
 RECONCILER_LOCK_KEY = "convq:reconciler"  # held by the one worker whose sweep runs now
 WRITE_PROBE_KEY = "convq:readiness"  # written by readiness checks: does Redis take a write?
 
@@ -54,18 +65,29 @@ WRITE_PROBE_KEY = "convq:readiness"  # written by readiness checks: does Redis t
 class JobKeys(NamedTuple):
     """A job's keys (and the metrics hash, which every script updates), in the order every script takes them."""
 
-    record: str  # hash: id, kind, status, owner, timestamps, epochs, attempts, cancel flag, error
-    request: str  # the validated request as JSON (matrices in base64), written once at submission
-    result: str  # the result as JSON, written once by the attempt that finishes the job
+    record: str  # hash: id, kind, status, owner, timestamps, epochs, attempts, cancel flag, error, request skeleton
+    request: str  # previous release: the whole request as JSON (matrices in base64)
+    result: str  # previous release: the result as JSON
     losses: str  # list: the loss of epoch i at index i - 1
     events: str  # stream: a progress entry per epoch (id "<epoch>-0"), then one status entry
     metrics: str  # METRICS_KEY, not the job's own
+    arrays: str  # the request's arrays, raw (shared.packing), written once at submission, deleted at the end
+    packed_result: str  # the result, packed (shared.packing), written once by the attempt that finishes the job
 
     @classmethod
     def of(cls, job_id: str) -> "JobKeys":
-        """convq:job:<id>, then convq:job:<id>:request, :result, :losses and :events; then the metrics hash."""
+        """convq:job:<id>, then :request, :result, :losses, :events; the metrics hash; :arrays, :packed-result."""
         record = _PREFIX + job_id
-        return cls(record, record + ":request", record + ":result", record + ":losses", record + ":events", METRICS_KEY)
+        return cls(
+            record,
+            record + ":request",
+            record + ":result",
+            record + ":losses",
+            record + ":events",
+            METRICS_KEY,
+            record + ":arrays",
+            record + ":packed-result",
+        )
 
 
 def index_key_for(owner: str) -> str:
@@ -78,13 +100,14 @@ def idempotency_key_for(owner: str, key: str) -> str:
     return f"convq:idempotency:{owner}:{key}"
 
 
-def pending_result_key_for(job_id: str, attempt: int | str) -> str:
-    """A big result of this attempt, set beside FINISH, until FINISH accepts (renames) or drops it."""
+def attempt_result_key_for(job_id: str, attempt: int | str) -> str:
+    """A big result of this attempt, in the bulk Redis: the job's result once FINISH accepts it (the record names
+    the attempt), else deleted."""
     return f"{_PREFIX}{job_id}:result:{attempt}"
 
 
 def job_keys_pattern(job_id: str = "") -> str:
-    """A glob of every key of the job (its five and any pending result); of every job's keys without an id."""
+    """A glob of every key of the job (its own and its attempts' results); of every job's keys without an id."""
     return f"{_PREFIX}{job_id}*"
 
 
@@ -95,7 +118,7 @@ SCRIPT_KEYS: dict[str, tuple[str, ...]] = {
     "DISCARD": (*JobKeys._fields, "index", "unfinished"),
     "START": (*JobKeys._fields, "unfinished"),
     "RECORD_EPOCHS": JobKeys._fields,
-    "FINISH": (*JobKeys._fields, "pending", "unfinished"),
+    "FINISH": (*JobKeys._fields, "unfinished"),
     "CANCEL": (*JobKeys._fields, "unfinished"),
     "RECONCILE": (*JobKeys._fields, "unfinished"),
 }
@@ -120,13 +143,15 @@ class _Script:
 # A stream read waits at most this long, so that keep-alives and deadlines are honoured; the blocking connection's
 # socket timeout is longer, or a quiet stream would read as a lost Redis.
 STREAM_BLOCK_SECONDS = 15
+# Moving a big array takes longer than a job-state command: the bulk Redis's calls may take this long.
+BULK_SOCKET_TIMEOUT_SECONDS = 10
 BLOCKING_SOCKET_TIMEOUT_SECONDS = STREAM_BLOCK_SECONDS + 5
 # A running training records its losses at least this often (worker.progress), and learns each time whether it
 # was cancelled: a cancelled training stops within one epoch or this, whichever is longer.
 FLUSH_SECONDS = 0.1
-# Requests and results up to this size go through the job scripts (one round trip); bigger ones by SET and GET,
-# as Lua copies cost a few ms per MB (jobstore_scripts).
-WRITE_BYTES = 4 * 1024 * 1024
+# Request arrays and results up to INLINE_BYTES go through the job scripts (one round trip); bigger ones by SET
+# and GET, as Lua copies cost a few ms per MB (jobstore_scripts), written WRITE_BYTES at a time.
+WRITE_BYTES = 8 * 1024 * 1024  # a 1024 x 1024 request (4 MiB and a kernel) in one SET: an APPEND copies the value
 INLINE_BYTES = 64 * 1024
 # Upper bounds (seconds) of the job run time histogram's buckets. Workers count each run time in its bucket as it ends
 # (the metrics hash's run_seconds_bucket:<kind>:<bound> fields), so the bounds are part of the stored format.
@@ -164,7 +189,7 @@ class Attempt:
 
     job_id: str
     number: int
-    request: bytes
+    request: Packed
     request_id: str | None  # of the HTTP request that submitted the job, for the logs
 
 
@@ -242,6 +267,7 @@ class DueJob:
     status: str
     attempts: str  # as stored, for the compare-and-set of reconcile()
     device: str
+    index: str  # the index of unfinished jobs it was found in: this release's, or the previous release's
 
 
 def out_of_memory(error: BaseException | None) -> bool:
@@ -259,10 +285,17 @@ def out_of_memory(error: BaseException | None) -> bool:
 class JobStore:
     """Jobs in Redis. The connections are passed in; nothing here is global.
 
+    A job's record and events are kept `ttl_seconds` after its last change, its result and losses
+    `result_ttl_seconds` (at most as long; by default as long).
+
     `blocking` serves reads that wait for news (streams), so they are not cut
     short by the fast-failing timeouts of `redis`. A job is due for the
     reconciler `message_check_seconds` after it was queued and
     `attempt_deadline_seconds` after an attempt started, unless it ended.
+
+    `bulk` holds the arrays and results over INLINE_BYTES (BULK_REDIS_URL; by default `redis` itself): their
+    bytes, and the AOF writes they cause, then never hold up `redis`, which serves every job's state and the
+    queue (docs/PERFORMANCE.md). Everything that decides a job's state stays in `redis`, in its scripts.
     """
 
     def __init__(
@@ -272,12 +305,16 @@ class JobStore:
         max_attempts: int = 3,
         blocking: Redis | None = None,
         *,
+        bulk: Redis | None = None,
+        result_ttl_seconds: int | None = None,
         message_check_seconds: float = 30,
         attempt_deadline_seconds: float = 700,
     ):
         self.redis = redis
         self.blocking = blocking or redis
+        self.bulk = bulk or redis
         self.ttl = ttl_seconds
+        self.result_ttl = min(result_ttl_seconds or ttl_seconds, ttl_seconds)
         self.max_attempts = max_attempts
         self.message_check_seconds = message_check_seconds
         self.attempt_deadline_seconds = attempt_deadline_seconds
@@ -306,11 +343,16 @@ class JobStore:
             **common,
         )
         blocking = Redis.from_url(settings.redis_url, socket_timeout=BLOCKING_SOCKET_TIMEOUT_SECONDS, **common)
+        bulk = None
+        if settings.bulk_redis_url not in (None, settings.redis_url):
+            bulk = Redis.from_url(settings.bulk_redis_url, socket_timeout=BULK_SOCKET_TIMEOUT_SECONDS, **common)
         return cls(
             redis,
             settings.job_ttl_seconds,
             settings.max_attempts,
             blocking,
+            bulk=bulk,
+            result_ttl_seconds=settings.result_ttl_seconds,
             message_check_seconds=settings.message_check_seconds,
             attempt_deadline_seconds=settings.attempt_deadline_seconds,
         )
@@ -320,14 +362,15 @@ class JobStore:
     def create(
         self,
         kind: JobKind,
-        request_json: bytes,
+        request: Packed,
         owner: str,
         epochs: int | None = None,
         request_id: str | None = None,
         idempotency_key: str | None = None,
         route: Route = UNCHECKED_CPU_QUEUE,
     ) -> tuple[dict, bool]:
-        """Store a new queued job and its request; return the job as the API shows it, and whether it is new.
+        """Store a new queued job and its request (skeleton and arrays); return the job as the API shows it, and
+        whether it is new.
 
         `route` names the job's Celery queue: raise QueueFull, creating nothing, when it is full.
         With an idempotency key already used by this owner, return that job instead (not new); raise
@@ -335,21 +378,27 @@ class JobStore:
         """
         job_id = str(uuid.uuid4())
         # Only a repeated idempotency key compares requests: no hashing of big bodies without one.
-        request_hash = hashlib.sha256(request_json).hexdigest() if idempotency_key else ""
+        request_hash = _hash(request) if idempotency_key else ""
         record = {"id": job_id, "kind": kind, "status": "queued", "created_at": _now(), "attempts": 0, "owner": owner}
-        record["queue"] = route.device
+        record |= {"queue": route.device, "request": request.skeleton, "result_ttl": self.result_ttl}
         if epochs is not None:
             record["epochs"] = epochs
         if request_id is not None:
             record["request_id"] = request_id
         keys = JobKeys.of(job_id)
+        in_bulk = len(request.arrays) > INLINE_BYTES
+        if in_bulk:
+            record["arrays_in_bulk"] = 1
+            self._write(keys.arrays, request.arrays, self.ttl)
         fields = [item for pair in record.items() for item in pair]
-        inline = self._inline(keys.request, request_json)
+        inline = b"" if in_bulk else request.arrays
         args = [self.ttl, job_id, request_hash, route.capacity, inline, self.message_check_seconds, *fields]
         idempotency = idempotency_key_for(owner, idempotency_key) if idempotency_key else ""
         created, *found = self._create(
             keys, args, index=index_key_for(owner), idempotency=idempotency, queue=route.queue
         )
+        if created != 1 and in_bulk:
+            self.bulk.delete(keys.arrays)  # refused or replayed: the arrays are not this job's
         if created < 0:
             raise QueueFull(route.queue)
         if created:
@@ -361,7 +410,9 @@ class JobStore:
 
     def discard(self, job_id: str, owner: str) -> None:
         """Remove a job that could not be queued, as if it had never been submitted."""
-        self._discard(JobKeys.of(job_id), [self.ttl], index=index_key_for(owner))
+        keys = JobKeys.of(job_id)
+        self._discard(keys, [self.ttl], index=index_key_for(owner))
+        self.bulk.delete(keys.arrays)
 
     def get(self, job_id: str, owner: str | None = None, *, with_result: bool = True) -> dict | None:
         """The job as the API shows it, its result spliced in as raw JSON; None if unknown, expired or not owner's."""
@@ -376,17 +427,29 @@ class JobStore:
             for job_id in job_ids:
                 keys = JobKeys.of(job_id)
                 pipe.hgetall(keys.record)
-                (pipe.get if with_result else pipe.exists)(keys.result)  # exists: a cheap stand-in reply
+                (pipe.mget if with_result else pipe.exists)(keys.packed_result, keys.result)  # exists: a stand-in
                 pipe.llen(keys.losses)
                 pipe.lindex(keys.losses, -1)
 
         replies = self._read_together(read)
+        jobs = [
+            ({key.decode(): value.decode() for key, value in record.items()}, results, epochs_done, last_loss)
+            for record, results, epochs_done, last_loss in zip(*[iter(replies)] * 4, strict=True)
+        ]
+        in_bulk = [
+            attempt_result_key_for(fields["id"], fields["result_attempt"])
+            for fields, *_ in jobs
+            if with_result and "result_attempt" in fields
+        ]
+        bulk_results = iter(self.bulk.mget(in_bulk) if in_bulk else [])
         views = []
-        for record, result, epochs_done, last_loss in zip(*[iter(replies)] * 4, strict=True):
-            fields = {key.decode(): value.decode() for key, value in record.items()}
+        for fields, results, epochs_done, last_loss in jobs:
             visible = fields and (owner is None or fields.get("owner") == owner)
+            result = None
+            if with_result:
+                result = next(bulk_results) if "result_attempt" in fields else _either(results)
             views.append(
-                self._view(fields, result if with_result else None, epochs_done, last_loss, model) if visible else None
+                self._view(fields, result and result_json(result), epochs_done, last_loss, model) if visible else None
             )
         return views
 
@@ -405,13 +468,25 @@ class JobStore:
                 read(pipe)
                 return pipe.execute()
 
-    def request(self, job_id: str) -> bytes | None:
-        """The job's request JSON as stored (its arrays in the base64 form); None once expired."""
-        return self.redis.get(JobKeys.of(job_id).request)
+    def request_json(self, job_id: str) -> bytes | None:
+        """The job's request as JSON, its arrays as shapes (their data is gone once the job ended); None once expired.
+
+        A job of the previous release has its whole request (arrays in base64), in which the shapes are too.
+        """
+        keys = JobKeys.of(job_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.record, "request")
+            pipe.get(keys.request)
+            return _either(pipe.execute())
 
     def result(self, job_id: str) -> bytes | None:
-        """The finished job's result JSON as stored (for callers that read it, not splice it); None if none."""
-        return self.redis.get(JobKeys.of(job_id).result)
+        """The finished job's result as stored (shared.packing reads it, either format); None if none."""
+        keys = JobKeys.of(job_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hget(keys.record, "result_attempt")
+            pipe.mget(keys.packed_result, keys.result)
+            attempt, results = pipe.execute()
+        return self.bulk.get(attempt_result_key_for(job_id, attempt.decode())) if attempt else _either(results)
 
     def losses(self, job_id: str, since: int, owner: str | None = None) -> dict | None:
         """The losses of the epochs after `since` with the job's status; None if unknown or not the owner's."""
@@ -436,7 +511,10 @@ class JobStore:
 
     def cancel(self, job_id: str, owner: str | None = None) -> str | None:
         """Cancel a queued job, ask a running one to stop; return the status after, or None if unknown."""
-        status = self._cancel(JobKeys.of(job_id), [self.ttl, _now(), owner or ""])
+        keys = JobKeys.of(job_id)
+        status = self._cancel(keys, [self.ttl, _now(), owner or ""])
+        if status == b"cancelled":
+            self.bulk.delete(keys.arrays)
         return status.decode() if status else None
 
     def jobs(
@@ -519,23 +597,24 @@ class JobStore:
         """
         seconds, microseconds = self.redis.time()
         now_ms = seconds * 1000 + microseconds // 1000
-        ids = [member.decode() for member in self.redis.zrangebyscore(UNFINISHED_KEY, "-inf", now_ms, 0, limit)]
-        if not ids:
-            return []
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(JobKeys.of(job_id).record, "kind", "status", "attempts", "queue")
-            records = pipe.execute()
-        due, stale = [], []
-        for job_id, (kind, status, attempts, device) in zip(ids, records, strict=True):
-            if status in (b"queued", b"running") and kind is not None:
-                due.append(
-                    DueJob(job_id, kind.decode(), status.decode(), attempts.decode(), (device or b"cpu").decode())
-                )
-            else:
-                stale.append(job_id)
-        if stale:
-            self.redis.zrem(UNFINISHED_KEY, *stale)
+        due = []
+        for index in (UNFINISHED_KEY, LEGACY_UNFINISHED_KEY):
+            ids = [member.decode() for member in self.redis.zrangebyscore(index, "-inf", now_ms, 0, limit - len(due))]
+            if not ids:
+                continue
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hmget(JobKeys.of(job_id).record, "kind", "status", "attempts", "queue")
+                records = pipe.execute()
+            stale = []
+            for job_id, (kind, status, attempts, device) in zip(ids, records, strict=True):
+                if status in (b"queued", b"running") and kind is not None:
+                    device = (device or b"cpu").decode()
+                    due.append(DueJob(job_id, kind.decode(), status.decode(), attempts.decode(), device, index))
+                else:
+                    stale.append(job_id)
+            if stale:
+                self.redis.zrem(index, *stale)
         return due
 
     def look_again(self, job_ids: list[str], seconds: float) -> None:
@@ -543,12 +622,13 @@ class JobStore:
         if job_ids:
             seconds_now, microseconds = self.redis.time()
             at = seconds_now * 1000 + microseconds // 1000 + int(seconds * 1000)
-            self.redis.zadd(UNFINISHED_KEY, dict.fromkeys(job_ids, at), xx=True)
+            for index in (UNFINISHED_KEY, LEGACY_UNFINISHED_KEY):
+                self.redis.zadd(index, dict.fromkeys(job_ids, at), xx=True)
 
     def reconcile(self, job: DueJob, max_requeues: int) -> str:
         """Claim a due job that has no message for a requeue: 'requeue', 'exhausted', or why not (see RECONCILE)."""
         args = [self.ttl, job.id, job.status, job.attempts, self.message_check_seconds, max_requeues]
-        return self._reconcile(JobKeys.of(job.id), args).decode()
+        return self._reconcile(JobKeys.of(job.id), args, unfinished=job.index).decode()
 
     def start(self, job_id: str, device: str) -> Attempt | None:
         """Begin an attempt on `device` at a queued (or redelivered) job; None if it is finished, cancelled or gone.
@@ -557,7 +637,7 @@ class JobStore:
         """
         keys = JobKeys.of(job_id)
         args = [self.ttl, _now(), self.max_attempts, INLINE_BYTES, device, self.attempt_deadline_seconds]
-        number, request_id, *inline = self._start(keys, args)
+        number, request_id, *stored = self._start(keys, args)
         if number < 0:
             detail = (
                 f"the job was started {-number - 1} times and its worker died each time "
@@ -566,8 +646,20 @@ class JobStore:
             problem = Problem(type="/problems/worker-lost", title="Worker lost", status=500, detail=detail)
             self.fail(job_id, None, problem)
             raise AttemptsExhausted(detail)
-        payload = (inline[0] or self.redis.get(keys.request)) if number > 0 else None
-        return Attempt(job_id, number, payload, request_id.decode() or None) if payload is not None else None
+        if number <= 0:
+            return None
+        skeleton, inline = stored
+        payload = inline or (self.bulk.get(keys.arrays) if skeleton else self.redis.get(keys.request))
+        if payload is None:  # ended meanwhile (then this changes nothing), or its arrays were lost with the bulk Redis
+            detail = (
+                "the job's arrays are gone from the bulk Redis (restarted without persistence: BULK_REDIS_URL); "
+                "submit the job again"
+            )
+            problem = Problem(type="/problems/request-lost", title="Request lost", status=500, detail=detail)
+            self.fail(job_id, None, problem)
+            return None
+        request = Packed(skeleton, payload) if skeleton else Packed(payload, None)
+        return Attempt(job_id, number, request, request_id.decode() or None)
 
     def record_epochs(self, attempt: Attempt, first_epoch: int, losses: list[float]) -> bool:
         """Record the losses of epochs first_epoch, first_epoch + 1, ... once, whatever the redeliveries.
@@ -577,9 +669,10 @@ class JobStore:
         args = [self.ttl, attempt.number, first_epoch, *map(repr, losses)]
         return bool(self._record_epochs(JobKeys.of(attempt.job_id), args))
 
-    def succeed(self, attempt: Attempt, result_json: bytes, run_seconds: float | None = None) -> str | None:
-        """Finish the job with its result, or as cancelled if that was asked; None if not this attempt's to finish."""
-        return self._finish_job(attempt.job_id, attempt.number, "succeeded", run_seconds, result=result_json)
+    def succeed(self, attempt: Attempt, result: bytes, run_seconds: float | None = None) -> str | None:
+        """Finish the job with its packed result (shared.packing), or as cancelled if that was asked; None if not this
+        attempt's to finish."""
+        return self._finish_job(attempt.job_id, attempt.number, "succeeded", run_seconds, result=result)
 
     def fail(
         self, job_id: str, attempt: Attempt | None, error: Problem, run_seconds: float | None = None
@@ -600,32 +693,35 @@ class JobStore:
     ) -> str | None:
         timing = ["", ""] if run_seconds is None else [repr(run_seconds), run_time_bucket(run_seconds)]
         attempt = "" if number is None else number
-        pending = pending_result_key_for(job_id, attempt)
-        try:
-            inline = self._inline(pending, result)
-        except OutOfMemoryError:
-            # A full Redis refuses the SET, but never FINISH (which writes before it grows memory, and a script
-            # that has written runs to its end): the result rides along, at a few ms per MB, and the job ends now.
-            inline = result
-        args = [self.ttl, attempt, _now(), status, error, *timing, inline]
-        final = self._finish(JobKeys.of(job_id), args, pending=pending)
+        keys, aside = JobKeys.of(job_id), attempt_result_key_for(job_id, attempt)
+        in_bulk = len(result) > INLINE_BYTES
+        if in_bulk:
+            try:
+                self._write(aside, result, self.result_ttl)
+            except OutOfMemoryError:
+                # A full Redis refuses the SET, but never FINISH (which writes before it grows memory, and a script
+                # that has written runs to its end): the result rides along, at a few ms per MB, and the job ends now.
+                in_bulk = False
+        args = [self.ttl, attempt, _now(), status, error, *timing, b"" if in_bulk else result, "1" if in_bulk else ""]
+        final = self._finish(keys, args)
+        if in_bulk and not final:
+            self.bulk.delete(aside)  # not this attempt's to finish: its result is no one's
+        if final:
+            self.bulk.delete(keys.arrays)
         return final.decode() if final else None
 
-    def _inline(self, key: str, value: bytes) -> bytes:
-        """Return a small value to pass to a script; SET a big one at `key` instead and return b""."""
-        if len(value) <= INLINE_BYTES:
-            return value
+    def _write(self, key: str, value: bytes, ttl: int) -> None:
+        """SET a big value in the bulk Redis, in pieces; none of it is left behind if that fails."""
         # In pieces: redis-py with hiredis copies a command's arguments into one buffer (a big request twice).
-        view = memoryview(value)
+        view = memoryview(value).cast("B")
         try:
-            self.redis.set(key, view[:WRITE_BYTES], ex=self.ttl)
+            self.bulk.set(key, view[:WRITE_BYTES], ex=ttl)
             for low in range(WRITE_BYTES, len(value), WRITE_BYTES):
-                self.redis.append(key, view[low : low + WRITE_BYTES])
+                self.bulk.append(key, view[low : low + WRITE_BYTES])
         except RedisError:
-            with contextlib.suppress(RedisError):  # a full Redis still deletes: leave no half request behind
-                self.redis.delete(key)
+            with contextlib.suppress(RedisError):  # a full Redis still deletes: leave no half value behind
+                self.bulk.delete(key)
             raise
-        return b""
 
     # --- the job as the API shows it -------------------------------------------------------
 
@@ -663,6 +759,18 @@ class JobStore:
         }
         # warnings off: result and error are orjson.Fragments, passed through as they are.
         return model.model_construct(**view).model_dump(warnings=False)
+
+
+def _either(values: list[bytes | None]) -> bytes | None:
+    """The first value that exists: this release's, else the previous release's."""
+    return next((value for value in values if value is not None), None)
+
+
+def _hash(request: Packed) -> str:
+    """The request's fingerprint, which a repeated Idempotency-Key must match."""
+    digest = hashlib.sha256(request.skeleton)
+    digest.update(request.arrays or b"")
+    return digest.hexdigest()
 
 
 def _event(entry_id: bytes, fields: dict[bytes, bytes]) -> Event:

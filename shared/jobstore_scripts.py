@@ -2,11 +2,15 @@
 
 The scripts name their keys, never KEYS[n]: `record_key`, `request_key`, ... are Lua locals that
 shared.jobstore (the one module that names keys) declares from KEYS in the order it passes them:
-its JobKeys (record, request, result, losses, events, metrics) and, beside it, each script's extra
-keys (SCRIPT_KEYS): the owner's job index, the idempotency key (or ''), the submission counter, the
-Celery queue, an attempt's pending result, and `unfinished_key`, the index of unfinished jobs, each
+its JobKeys (record, request, result, losses, events, metrics, arrays, packed_result) and, beside it,
+each script's extra keys (SCRIPT_KEYS): the owner's job index, the idempotency key (or ''), the submission counter, the
+Celery queue, and `unfinished_key`, the index of unfinished jobs, each
 job's id scored by when the reconciler should look at it if nothing else has happened by then
-(shared.jobstore.JobStore.due_jobs). The job's first five keys expire with it; ARGV[1] is always the retention.
+(shared.jobstore.JobStore.due_jobs). The job's own keys expire with it; ARGV[1] is always the record's retention,
+and the record's `result_ttl` (written at creation) the result's and the losses'.
+
+A job's request arrays (arrays_key) are deleted as the job ends (FINISH, CANCEL of a queued job, DISCARD), and
+START refuses a job whose arrays are gone: a message redelivered after the end never runs the job again.
 
 Redis at maxmemory (noeviction) refuses a command that may grow memory only while the script has
 written nothing yet (Redis 6.2 and 7 alike): a script is refused whole or runs to its end, never
@@ -28,10 +32,19 @@ local function _now_ms()
 end
 """
 
+# The retention of the job's result and losses: its own (RESULT_TTL_SECONDS), or, for a job of the previous
+# release, the record's.
+_RESULT_TTL = """
+local result_ttl = redis.call('HGET', record_key, 'result_ttl') or ARGV[1]
+"""
+
 # Refresh the job's retention, and its idempotency key's if it has one; note when it will expire. A record that
 # has expired is not written again (a bare expires_at_ms would make a key that never expires).
-_EXPIRE_JOB = """
-for _, key in ipairs({request_key, result_key, losses_key, events_key}) do redis.call('EXPIRE', key, ARGV[1]) end
+_EXPIRE_JOB = (
+    _RESULT_TTL
+    + """
+for _, key in ipairs({request_key, arrays_key, events_key}) do redis.call('EXPIRE', key, ARGV[1]) end
+for _, key in ipairs({result_key, packed_result_key, losses_key}) do redis.call('EXPIRE', key, result_ttl) end
 if redis.call('EXPIRE', record_key, ARGV[1]) == 1 then
   local clock = redis.call('TIME')
   redis.call('HSET', record_key, 'expires_at_ms', clock[1] * 1000 + math.floor(clock[2] / 1000) + ARGV[1] * 1000)
@@ -39,9 +52,10 @@ if redis.call('EXPIRE', record_key, ARGV[1]) == 1 then
   if idempotency then redis.call('EXPIRE', idempotency, ARGV[1]) end
 end
 """
+)
 
-# ARGV: ttl, job id, request hash, queue capacity, the request ('' if already stored at request_key: a refusal
-# deletes it), seconds until the reconciler checks that the job's message was sent, then the record's fields
+# ARGV: ttl, job id, request hash, queue capacity, the request's arrays ('' if already stored at arrays_key: a
+# refusal deletes them), seconds until the reconciler checks that the job's message was sent, then the record's fields
 # as name, value, ...
 # Returns {1, job id, expires_at_ms} when created, {0, existing job id, its request hash} for a repeated
 # idempotency key, {-1} when the queue holds `capacity` messages or more (a replay is answered even then).
@@ -49,10 +63,10 @@ CREATE = (
     _NOW_MS
     + """
 local existing = idempotency_key ~= '' and redis.call('HMGET', idempotency_key, 'job_id', 'hash') or {}
-if existing[1] then redis.call('DEL', request_key) return {0, existing[1], existing[2]} end
-if redis.call('LLEN', queue_key) >= tonumber(ARGV[4]) then redis.call('DEL', request_key) return {-1} end
+if existing[1] then redis.call('DEL', arrays_key) return {0, existing[1], existing[2]} end
+if redis.call('LLEN', queue_key) >= tonumber(ARGV[4]) then redis.call('DEL', arrays_key) return {-1} end
 if idempotency_key ~= '' then redis.call('HSET', idempotency_key, 'job_id', ARGV[2], 'hash', ARGV[3]) end
-if ARGV[5] ~= '' then redis.call('SET', request_key, ARGV[5]) end
+if ARGV[5] ~= '' then redis.call('SET', arrays_key, ARGV[5]) end
 redis.call('HSET', record_key, unpack(ARGV, 7))
 if idempotency_key ~= '' then redis.call('HSET', record_key, 'idempotency_key', idempotency_key) end
 redis.call('ZADD', index_key, redis.call('INCR', sequence_key), ARGV[2])
@@ -75,7 +89,7 @@ if idempotency then redis.call('DEL', idempotency) end
 local id = redis.call('HGET', record_key, 'id')
 redis.call('ZREM', index_key, id)
 redis.call('ZREM', unfinished_key, id)
-for _, key in ipairs({record_key, request_key, result_key, losses_key, events_key}) do
+for _, key in ipairs({record_key, request_key, result_key, losses_key, events_key, arrays_key, packed_result_key}) do
   redis.call('DEL', key)
 end
 redis.pcall('HINCRBY', metrics_key, 'submitted:' .. kind, -1)
@@ -84,8 +98,8 @@ return 1
 
 # ARGV: ttl, now, max_attempts, inline limit, device, seconds after which an attempt that has not ended
 # holds no message any more (its worker's message would have been redelivered by then).
-# Returns {attempt, request id, request} (the request '' if over the
-# limit: the caller GETs it) or {0, reason}.
+# Returns {attempt, request id, skeleton, arrays} (the arrays '' if over the limit: the caller GETs them) or
+# {0, reason}. A job of the previous release has no skeleton (''): its whole request JSON comes instead of arrays.
 START = (
     _NOW_MS
     + _EXPIRE_JOB
@@ -93,22 +107,27 @@ START = (
 local status = redis.call('HGET', record_key, 'status')
 if not status then return {0, 'gone'} end
 if status ~= 'queued' and status ~= 'running' then return {0, status} end
-local size = redis.call('STRLEN', request_key)
-if size == 0 then return {0, 'gone'} end
+local skeleton = redis.call('HGET', record_key, 'request')
+local stored_in = skeleton and arrays_key or request_key
+local in_bulk = redis.call('HGET', record_key, 'arrays_in_bulk')  -- then the caller reads (and checks) them
+local size = in_bulk and 0 or redis.call('STRLEN', stored_in)
+if size == 0 and not in_bulk then return {0, 'gone'} end
 local attempt = redis.call('HINCRBY', record_key, 'attempts', 1)
 if attempt > tonumber(ARGV[3]) then return {-attempt, 'exhausted'} end
 redis.call('HSET', record_key, 'status', 'running', 'device', ARGV[5])
 redis.call('HSETNX', record_key, 'started_at', ARGV[2])
 redis.call('ZADD', unfinished_key, _now_ms() + ARGV[6] * 1000, redis.call('HGET', record_key, 'id'))
-local request = size <= tonumber(ARGV[4]) and redis.call('GET', request_key) or ''
-return {attempt, redis.call('HGET', record_key, 'request_id') or '', request}
+local stored = (not in_bulk and size <= tonumber(ARGV[4])) and redis.call('GET', stored_in) or ''
+return {attempt, redis.call('HGET', record_key, 'request_id') or '', skeleton or '', stored}
 """
 )
 
 # ARGV: ttl, attempt, first epoch, then the losses of that epoch and the ones after it. Each loss is appended, with
 # a progress event, only if it is the next epoch's: a redelivered attempt does not record an epoch twice.
 # Returns 1 to go on, 0 to stop (cancelled or superseded by a later attempt).
-RECORD_EPOCHS = """
+RECORD_EPOCHS = (
+    _RESULT_TTL
+    + """
 if redis.call('HGET', record_key, 'attempts') ~= ARGV[2] then return 0 end
 local recorded = 0
 for i = 4, #ARGV do
@@ -120,34 +139,35 @@ for i = 4, #ARGV do
   end
 end
 if recorded > 0 then
-  redis.call('EXPIRE', losses_key, ARGV[1])
+  redis.call('EXPIRE', losses_key, result_ttl)
   redis.call('EXPIRE', events_key, ARGV[1])
   redis.call('HINCRBY', metrics_key, 'epochs', recorded)
 end
 if redis.call('HGET', record_key, 'cancel_requested') then return 0 end
 return 1
 """
+)
 
-# A success's result comes as ARGV[8], or, when big, waits at pending_key (the attempt's pending result), renamed to
-# the result key only if this attempt may finish the job, else deleted.
-# ARGV: ttl, attempt (or '' for any), now, status, error JSON, run seconds, run time bucket, result JSON or ''.
+# A success's packed result comes as ARGV[8], or, when big (ARGV[9] is '1'), waits in the bulk Redis under the
+# attempt's own key: the record then names the attempt whose result it is (the caller deletes a refused one).
+# The request's arrays go. ARGV: ttl, attempt (or '' for any), now, status, error JSON, run seconds, run time
+# bucket, packed result or '', '1' if the result is in the bulk Redis.
 # A success asked to cancel becomes cancelled. Returns the final status, or false if not this attempt's to finish.
 FINISH = (
     _EXPIRE_JOB
     + """
 local record = redis.call('HMGET', record_key, 'status', 'attempts', 'cancel_requested', 'kind')
 local current = record[1] and (record[1] == 'running' or record[1] == 'queued')
-if not current or ARGV[2] ~= '' and record[2] ~= ARGV[2] then redis.call('DEL', pending_key) return false end
+if not current or ARGV[2] ~= '' and record[2] ~= ARGV[2] then return false end
 local status = ARGV[4]
 if status == 'succeeded' and record[3] then status = 'cancelled' end
 redis.call('HSET', record_key, 'status', status, 'finished_at', ARGV[3])
 redis.call('ZREM', unfinished_key, redis.call('HGET', record_key, 'id'))
-if status == 'succeeded' and ARGV[8] ~= '' then
-  redis.call('SET', result_key, ARGV[8], 'EX', ARGV[1])
+redis.call('DEL', arrays_key)
+if status == 'succeeded' and ARGV[9] ~= '' then
+  redis.call('HSET', record_key, 'result_attempt', ARGV[2])
 elseif status == 'succeeded' then
-  redis.call('RENAME', pending_key, result_key)
-else
-  redis.call('DEL', pending_key)
+  redis.call('SET', packed_result_key, ARGV[8], 'EX', result_ttl)
 end
 if status == 'failed' then redis.call('HSET', record_key, 'error', ARGV[5]) end
 redis.call('XADD', events_key, '*', 'type', 'status', 'status', status)
@@ -173,6 +193,7 @@ if status == 'running' then redis.call('HSET', record_key, 'cancel_requested', '
 if status ~= 'queued' then return status end
 redis.call('HSET', record_key, 'status', 'cancelled', 'finished_at', ARGV[2])
 redis.call('ZREM', unfinished_key, redis.call('HGET', record_key, 'id'))
+redis.call('DEL', arrays_key)
 redis.call('XADD', events_key, '*', 'type', 'status', 'status', 'cancelled')
 redis.call('HINCRBY', metrics_key, 'finished:' .. record[2] .. ':cancelled', 1)
 """

@@ -14,11 +14,19 @@ class Settings(BaseSettings):
 
     # Where jobs, results and the Celery queue live. A plain str: RedisDsn rejects unix:// sockets.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Where request arrays and results over 64 KiB live (unset: REDIS_URL). A Redis of their own, without
+    # persistence, keeps their bytes and AOF writes from holding up every other job (docs/PERFORMANCE.md); the
+    # price: a restart of it loses them (queued big jobs then fail with an error that says so, results read 404).
+    bulk_redis_url: str | None = None
     # Address the API listens on.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    # How long a job's record, request, result and loss history are kept after its last change.
+    # How long a job's record (status, parameters, shapes, error) is kept after its last change...
     job_ttl_seconds: PositiveInt = 24 * 3600
+    # ...and its result and loss history (unset: as long; never longer). The bytes of a big result are most of
+    # what Redis holds: a shorter retention frees memory sooner, and the job then answers with its status but
+    # no result (README, retention). A request's arrays are deleted as soon as the job ends.
+    result_ttl_seconds: PositiveInt | None = None
     # Largest matrix accepted (elements); 2048 x 2048 by default.
     max_matrix_elements: PositiveInt = 2048 * 2048
     # Largest request body accepted (bytes): a 2048 x 2048 matrix is 40-60 MB as JSON text (10-15 characters

@@ -25,8 +25,11 @@ TASK_FOR_KIND: dict[JobKind, str] = {
 }
 
 BROKER_SOCKET_TIMEOUT_SECONDS = 5
-# Celery queue per device class; the CPU one keeps Celery's default name, so queued jobs survive an upgrade.
-QUEUE_NAMES = {"cpu": "celery", "gpu": "gpu"}
+# Celery queue per device class, of this release's stored format (shared.packing): a worker of the previous
+# release never takes a job it could not read...
+QUEUE_NAMES = {"cpu": "convq.cpu", "gpu": "convq.gpu"}
+# ...while this release's workers also take the queues of the previous release's jobs, so they survive an upgrade.
+LEGACY_QUEUE_NAMES = {"cpu": "celery", "gpu": "gpu"}
 # kombu's Redis transport keeps each message a worker has taken and not yet acknowledged in this hash
 # (delivery tag -> [message, exchange, routing key]) until it is acknowledged or put back in its queue.
 UNACKED_KEY = "unacked"
@@ -95,14 +98,18 @@ def create_celery(settings: Settings) -> Celery:
         worker_soft_shutdown_timeout=settings.shutdown_grace_seconds,
         # A worker takes jobs from these queues; the API names the queue of each job it sends.
         task_default_queue=QUEUE_NAMES["cpu"],
-        task_queues=[Queue(QUEUE_NAMES[device]) for device in settings.worker_queues.split(",")],
+        task_queues=[
+            Queue(names[device])
+            for device in settings.worker_queues.split(",")
+            for names in (QUEUE_NAMES, LEGACY_QUEUE_NAMES)
+        ],
     )
     return app
 
 
 def queue_lengths(redis: Redis) -> dict[str, int]:
-    """How many messages wait in each device class's queue (not those a worker holds): their Redis lists, read fast."""
-    return {device: redis.llen(name) for device, name in QUEUE_NAMES.items()}
+    """How many messages wait in each device class's queues (not those a worker holds): their Redis lists, read fast."""
+    return {device: redis.llen(name) + redis.llen(LEGACY_QUEUE_NAMES[device]) for device, name in QUEUE_NAMES.items()}
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,22 @@ def test_redis_persists_never_evicts_needs_a_password_and_stays_private():
     assert redis["user"] == "redis"  # the command starts with sh, so the image's entrypoint would keep root
 
 
+def test_the_bulk_redis_keeps_big_arrays_out_of_the_queue_redis_and_stays_private():
+    bulk = SERVICES["bulk-redis"]
+    command = " ".join(bulk["command"])
+    for flag in ("--appendonly no", '--save ""', "--maxmemory-policy noeviction", "--requirepass"):
+        assert flag in command
+    assert bulk["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    assert "ports" not in bulk and "healthcheck" in bulk and bulk["image"] == SERVICES["redis"]["image"]
+    for name in ("api", "worker"):
+        assert SERVICES[name]["environment"]["BULK_REDIS_URL"].endswith("@bulk-redis:6379/0")
+
+
 @pytest.mark.parametrize("name", ["api", "worker", "worker-gpu"])
 def test_services_wait_for_a_healthy_redis_and_check_their_own_health(name):
     service = SERVICES[name]
     assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert service["depends_on"]["bulk-redis"]["condition"] == "service_healthy"
     assert service["healthcheck"]["test"]
     assert service["init"] is True  # signals reach the process from its first second
     assert service["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")

@@ -16,6 +16,7 @@ import torch
 from api import create_app
 from services import corr2d, learn_kernel
 from shared.settings import Settings
+from shared.taskqueue import QUEUE_NAMES
 from tests.support import RedisServer, Worker, wait_for_job, wait_until
 from tests.workers.crash_on_seed import CRASH_SEED
 
@@ -99,7 +100,8 @@ def test_without_redelivery_the_same_kill_loses_the_job(cluster):
     child.send_signal(signal.SIGKILL)
 
     redis = cluster.redis.client()
-    wait_until(lambda: redis.hlen("unacked") == 0 and redis.llen("celery") == 0, 30, "the message to be acked")
+    acked = lambda: redis.hlen("unacked") == 0 and redis.llen(QUEUE_NAMES["cpu"]) == 0  # noqa: E731
+    wait_until(acked, 30, "the message to be acked")
     time.sleep(2)
     job = cluster.client.get(f"/v1/jobs/{job_id}").get_json()
     assert job["status"] == "running" and job["attempts"] == 1  # stuck: nothing will ever run it again
@@ -170,7 +172,7 @@ def test_sigterm_hands_a_running_job_back_at_once(cluster):
     first.process.wait(30)  # the grace (1 s here) passes, the job goes back to the queue, the worker exits
 
     redis = cluster.redis.client()
-    assert redis.llen("celery") == 1  # back in the queue now, not after the visibility timeout
+    assert redis.llen(QUEUE_NAMES["cpu"]) == 1  # back in the queue now, not after the visibility timeout
     cluster.start_worker("next")
     job = wait_for_job(cluster.client, job_id, timeout=60)
     assert job["status"] == "succeeded" and job["attempts"] == 2

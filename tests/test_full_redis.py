@@ -15,6 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import orjson
 import psutil
 import pytest
@@ -23,6 +24,7 @@ import requests
 from api import create_app
 from shared.jobstore import JobStore, job_keys_pattern
 from shared.logs import redact
+from shared.packing import pack_request, pack_result, result_json
 from shared.request_models import CorrelationRequest
 from shared.settings import Settings
 from tests.support import RedisServer, Stack, finished_job, free_port, wait_until
@@ -187,7 +189,7 @@ def test_the_reconciler_sends_again_jobs_whose_message_is_gone(stack, own_redis_
     """A job stored but never sent (the API died in between) and a running job whose message was acknowledged."""
     store = JobStore.from_settings(settings_of(own_redis_server))
     redis.config_resetstat()
-    request = CorrelationRequest.model_validate({"input": [[1.0, 2.0]], "kernel": [[3.0]]}).model_dump_json().encode()
+    request = pack_request(CorrelationRequest.model_validate({"input": [[1.0, 2.0]], "kernel": [[3.0]]}))
     never_sent, _ = store.create("correlation", request, "anonymous")
     acked, _ = store.create("correlation", request, "anonymous")
     assert store.start(acked["id"], "cpu").number == 1  # as a worker would, then its message is gone
@@ -235,17 +237,19 @@ def test_a_job_whose_result_redis_refuses_still_ends_with_it(own_redis_server, r
 
     store = JobStore.from_settings(settings_of(own_redis_server), patient=True)
     monkeypatch.setattr(runner, "job_store", lambda: store)
-    request = CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}).model_dump_json().encode()
+    request = pack_request(CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}))
     job, _ = store.create("correlation", request, "anonymous")
 
     def compute_then_redis_fills_up(*_) -> bytes:
         redis.config_set("maxmemory", 1)
-        return orjson.dumps({"output": [[0.5] * 20_000], "shape": [1, 20_000]})  # over the inline limit: SET first
+        output = np.full((1, 20_000), 0.5, np.float32)
+        return pack_result({"output": output, "shape": [1, 20_000]}, "lists")  # over the inline limit: SET first
 
     runner.run_job(job["id"], CorrelationRequest, compute_then_redis_fills_up)
     redis.config_set("maxmemory", 0)
     finished = store.get(job["id"])
-    assert finished["status"] == "succeeded" and orjson.loads(store.result(job["id"]))["shape"] == [1, 20_000]
+    assert finished["status"] == "succeeded"
+    assert orjson.loads(result_json(store.result(job["id"])))["shape"] == [1, 20_000]
 
 
 def test_a_message_that_cannot_be_sent_discards_its_job_whatever_kombu_raises(
@@ -287,12 +291,12 @@ def test_a_job_whose_end_redis_refuses_is_handed_back_not_acknowledged(own_redis
     store = JobStore.from_settings(settings_of(own_redis_server), patient=True)
     monkeypatch.setattr(runner, "job_store", lambda: store)
     monkeypatch.setattr(runner, "FINISH_PATIENCE_SECONDS", 0.5, raising=False)
-    request = CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}).model_dump_json().encode()
+    request = pack_request(CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}))
     job, _ = store.create("correlation", request, "anonymous")
 
     def compute_then_redis_refuses_writes(*_) -> bytes:
         redis.config_set("min-replicas-to-write", 1)
-        return orjson.dumps({"output": [[1.0]], "shape": [1, 1]})
+        return pack_result({"output": np.ones((1, 1), np.float32), "shape": [1, 1]}, "lists")
 
     try:
         with pytest.raises(Reject) as rejected:
@@ -313,7 +317,7 @@ def test_a_sweep_requeues_the_due_jobs_with_no_message_and_fails_those_that_keep
         settings = Settings(redis_url=server.url, restore_sweep_seconds=1, max_attempts=2)
         store, queue = JobStore.from_settings(settings), create_celery(settings)
         store.message_check_seconds = 0  # every job due at once
-        request = CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}).model_dump_json().encode()
+        request = pack_request(CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}))
         waiting = [store.create("correlation", request, "anonymous")[0]["id"] for _ in range(3)]
         for job_id in waiting:
             queue.send_task("convq.correlate", args=[job_id], queue=QUEUE_NAMES["cpu"])

@@ -11,6 +11,8 @@ from kombu import Connection
 
 from api import create_app
 from shared.jobstore import JobStore, job_keys_pattern
+from shared.packing import pack_request
+from shared.request_models import CorrelationRequest
 from tests.support import wait_until
 
 TEN_MB = 10 * 1024 * 1024
@@ -99,15 +101,16 @@ def test_a_pickled_message_is_refused_and_never_executed(settings, worker, clien
 
 def test_records_results_and_histories_expire_on_schedule_then_404(redis_server, client):
     store = JobStore(redis_server.client(), ttl_seconds=1)
-    job_id = store.create("kernel_training", b'{"input": [[1.0]]}', "anonymous", epochs=1)[0]["id"]
+    request = pack_request(CorrelationRequest.model_validate({"input": [[1.0]], "kernel": [[1.0]]}))
+    job_id = store.create("kernel_training", request, "anonymous", epochs=1)[0]["id"]
     attempt = store.start(job_id, "cpu")
     store.record_epochs(attempt, 1, [0.25])
     store.succeed(attempt, b'{"kernel": [[1.0]]}')
     redis = redis_server.client()
     keys = list(redis.scan_iter(job_keys_pattern(job_id)))
-    assert len(keys) == 5 and all(
+    assert len(keys) == 4 and all(
         0 < redis.pttl(key) <= 1000 for key in keys
-    )  # record, request, result, losses, events
+    )  # record, result, losses, events (the request's arrays went as the job ended)
     assert client.get(f"/v1/jobs/{job_id}").status_code == 200
 
     wait_until(lambda: not list(redis.scan_iter(job_keys_pattern(job_id))), 5, "the keys to expire")

@@ -8,6 +8,7 @@ import pytest
 from shared import jobstore_scripts
 from shared.jobstore import (
     INLINE_BYTES,
+    LEGACY_UNFINISHED_KEY,
     RECONCILER_LOCK_KEY,
     SCRIPT_KEYS,
     SEQUENCE_KEY,
@@ -15,14 +16,15 @@ from shared.jobstore import (
     AttemptsExhausted,
     JobKeys,
     JobStore,
+    attempt_result_key_for,
     idempotency_key_for,
     index_key_for,
     job_keys_pattern,
-    pending_result_key_for,
 )
+from shared.packing import Packed
 from shared.response_models import Job, JobSummary, Problem
 
-REQUEST = b'{"input": [[1.0]]}'
+REQUEST = Packed(b'{"input": {"shape": [1, 1], "dtype": "float32", "data": "\\u0000array-0"}}', b"\x00\x00\x80?")
 OWNER = "anonymous"
 
 
@@ -105,17 +107,59 @@ def test_a_failure_keeps_its_problem_and_unknown_jobs_are_none(store):
 
 
 def test_big_requests_and_results_bypass_the_scripts_with_the_same_guarantees(store, redis_server):
-    big = b'{"data": "' + b"x" * (INLINE_BYTES + 1) + b'"}'
+    big = Packed(REQUEST.skeleton, b"x" * (INLINE_BYTES + 1))
     job_id = store.create("correlation", big, OWNER)[0]["id"]
     first = store.start(job_id, "cpu")
     assert first.request == big
     second = store.start(job_id, "cpu")  # redelivered while the first attempt still runs
     assert store.succeed(first, b'{"stale": "' + b"s" * INLINE_BYTES + b'"}') is None
-    assert store.succeed(second, big) == "succeeded"
-    assert orjson.loads(orjson.dumps(store.get(job_id)["result"])) == orjson.loads(big)
+    result = b'{"data": "' + b"x" * (INLINE_BYTES + 1) + b'"}'
+    assert store.succeed(second, result) == "succeeded"
+    assert orjson.loads(orjson.dumps(store.get(job_id)["result"])) == orjson.loads(result)
     keys = JobKeys.of(job_id)
     left = {key.decode() for key in redis_server.client().keys(job_keys_pattern(job_id))}
-    assert left == {keys.record, keys.events, keys.request, keys.result}  # the stale attempt's pending result is gone
+    # The stale attempt's result is gone, and so are the request's arrays: the job has ended.
+    assert left == {keys.record, keys.events, attempt_result_key_for(job_id, 2)}
+    assert store.start(job_id, "cpu") is None  # a redelivery after the end just acknowledges
+
+
+def test_request_arrays_go_when_the_job_ends_and_its_shapes_stay(store, redis_server):
+    redis = redis_server.client()
+    for end in ("succeed", "fail", "cancel"):
+        job_id = store.create("correlation", REQUEST, OWNER)[0]["id"]
+        keys = JobKeys.of(job_id)
+        assert redis.get(keys.arrays) == REQUEST.arrays
+        if end == "cancel":
+            store.cancel(job_id)
+        elif end == "succeed":
+            store.succeed(store.start(job_id, "cpu"), b"{}")
+        else:
+            store.fail(job_id, store.start(job_id, "cpu"), Problem(title="x", status=422, detail="x"))
+        assert redis.exists(keys.arrays) == 0, end
+        assert store.request_json(job_id) == REQUEST.skeleton  # GET /v1/jobs/<id>/output.png still has the shapes
+        assert store.start(job_id, "cpu") is None
+
+
+def test_a_job_whose_request_arrays_are_gone_is_not_run(store, redis_server):
+    job_id = store.create("correlation", REQUEST, OWNER)[0]["id"]
+    redis_server.client().delete(JobKeys.of(job_id).arrays)
+    assert store.start(job_id, "cpu") is None
+    assert store.get(job_id)["attempts"] == 0
+
+
+def test_results_and_losses_have_their_own_retention(redis_server):
+    redis = redis_server.client()
+    store = JobStore(redis, ttl_seconds=600, result_ttl_seconds=60)
+    job_id = store.create("kernel_training", REQUEST, OWNER, epochs=1)[0]["id"]
+    attempt = store.start(job_id, "cpu")
+    store.record_epochs(attempt, 1, [0.5])
+    store.succeed(attempt, b'{"loss": 0.5}')
+    keys = JobKeys.of(job_id)
+    assert 500 < redis.ttl(keys.record) <= 600 and 500 < redis.ttl(keys.events) <= 600
+    assert 0 < redis.ttl(keys.packed_result) <= 60 and 0 < redis.ttl(keys.losses) <= 60
+    redis.delete(keys.packed_result, keys.losses)  # as when they expire
+    job = store.get(job_id)
+    assert job["status"] == "succeeded" and job["result"] is None
 
 
 def test_a_message_of_an_expired_job_leaves_no_key_behind(redis_server):
@@ -124,7 +168,7 @@ def test_a_message_of_an_expired_job_leaves_no_key_behind(redis_server):
     store = JobStore(redis, ttl_seconds=1)
     job = store.create("correlation", REQUEST, OWNER)[0]
     keys = JobKeys.of(job["id"])
-    redis.delete(keys.record, keys.request, keys.result, keys.losses, keys.events)
+    redis.delete(*(key for key in keys if key != keys.metrics))
     assert store.start(job["id"], "cpu") is None
     assert store.fail(job["id"], None, Problem(title="x", status=500, detail="x")) is None
     assert redis.exists(keys.record) == 0
@@ -139,15 +183,18 @@ def test_key_names_stay_as_stored_by_earlier_versions():
         "convq:job:j:losses",
         "convq:job:j:events",
         "convq:metrics",
+        "convq:job:j:arrays",
+        "convq:job:j:packed-result",
     )
-    assert (index_key_for("o"), idempotency_key_for("o", "k"), pending_result_key_for("j", 2)) == (
+    assert (index_key_for("o"), idempotency_key_for("o", "k"), attempt_result_key_for("j", 2)) == (
         "convq:jobs:o",
         "convq:idempotency:o:k",
         "convq:job:j:result:2",
     )
-    assert (SEQUENCE_KEY, UNFINISHED_KEY, RECONCILER_LOCK_KEY) == (
+    assert (SEQUENCE_KEY, LEGACY_UNFINISHED_KEY, UNFINISHED_KEY, RECONCILER_LOCK_KEY) == (
         "convq:jobs:sequence",
         "convq:unfinished",
+        "convq:unfinished:2",
         "convq:reconciler",
     )
 
@@ -166,3 +213,31 @@ def test_the_store_answers_with_exactly_the_documented_models_fields(store):
     assert list(store.get(job_id)) == list(Job.model_fields)
     [listed], _ = store.jobs("listed", status=None, kind=None, limit=10, before=None)
     assert list(listed) == list(JobSummary.model_fields) and listed["id"] == job_id
+
+
+def test_big_arrays_and_results_live_in_the_bulk_redis_with_the_same_guarantees(redis_server, own_redis_server):
+    redis, bulk = redis_server.client(), own_redis_server.client()
+    store = JobStore(redis, ttl_seconds=60, bulk=bulk)
+    big = Packed(REQUEST.skeleton, b"a" * (INLINE_BYTES + 1))
+    job_id = store.create("correlation", big, OWNER)[0]["id"]
+    keys = JobKeys.of(job_id)
+    assert bulk.get(keys.arrays) == big.arrays and not redis.exists(keys.arrays)
+    first, second = store.start(job_id, "cpu"), store.start(job_id, "cpu")  # the second: a redelivery
+    assert first.request == second.request == big
+    result = b'{"data": "' + b"r" * (INLINE_BYTES + 1) + b'"}'
+    assert store.succeed(first, result) is None  # superseded: its result is dropped
+    assert store.succeed(second, result) == "succeeded"
+    assert orjson.loads(orjson.dumps(store.get(job_id)["result"])) == orjson.loads(result)
+    assert store.result(job_id) == result
+    assert {key.decode() for key in bulk.keys(job_keys_pattern(job_id))} == {attempt_result_key_for(job_id, 2)}
+    assert 0 < bulk.ttl(attempt_result_key_for(job_id, 2)) <= 60
+    assert not redis.keys(job_keys_pattern(job_id) + ":result*")  # the queue Redis holds no big bytes
+
+    lost = store.create("correlation", big, OWNER)[0]["id"]
+    bulk.flushdb()  # the bulk Redis restarted without persistence
+    assert store.start(lost, "cpu") is None
+    job = store.get(lost)
+    assert job["status"] == "failed" and orjson.loads(orjson.dumps(job["error"]))["title"] == "Request lost"
+    cancelled = store.create("correlation", big, OWNER)[0]["id"]
+    store.cancel(cancelled)
+    assert not bulk.exists(JobKeys.of(cancelled).arrays)

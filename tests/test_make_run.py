@@ -16,6 +16,7 @@ import psutil
 import pytest
 import requests
 
+from shared.taskqueue import QUEUE_NAMES
 from tests.support import REPO, RedisServer, free_port, wait_until
 
 GRACE_SECONDS = 2
@@ -133,7 +134,7 @@ def test_ctrl_c_stops_api_then_worker_with_its_grace_then_redis_and_make_exits_0
     # The worker handed the training back to the queue before Redis stopped: it is there in Redis's files.
     redis = RedisServer(terminal.workdir / "redis", append_only=True).start()
     try:
-        queued = redis.client().lrange("celery", 0, -1)
+        queued = redis.client().lrange(QUEUE_NAMES["cpu"], 0, -1)
         assert any(job["id"].encode() in message for message in queued)
     finally:
         redis.stop()

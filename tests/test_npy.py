@@ -34,10 +34,10 @@ def base64_form(array) -> dict:
     return to_base64(np.asarray(array, dtype=np.float32))
 
 
-def post_form(client, path: str, files: dict[str, bytes], **fields):
+def post_form(client, path: str, files: dict[str, bytes], headers: dict | None = None, **fields):
     form = {name: (io.BytesIO(data), f"{name}.npy") for name, data in files.items()}
     form |= {name: value if isinstance(value, str) else json.dumps(value) for name, value in fields.items()}
-    return client.post(path, data=form, content_type="multipart/form-data")
+    return client.post(path, data=form, content_type="multipart/form-data", headers=headers)
 
 
 def finished(client, response) -> dict:
@@ -146,3 +146,11 @@ def test_accept_npy_on_the_job_gives_its_array(client):
     training = train(client, {"input": EDGE_IMAGE, "target": EDGES, "kernel_size": [1, 2]})
     kernel = load(client.get(f"/v1/jobs/{training['id']}", headers=npy_accepted))
     assert np.array_equal(kernel, np.array(training["result"]["kernel"], dtype=np.float32))
+
+
+def test_a_waiting_submit_accepting_npy_answers_the_array_itself(client):
+    headers = {"Accept": "application/x-npy", "Prefer": "wait=30"}
+    response = post_form(client, CORRELATIONS, {"input": npy(X_3X3), "kernel": npy(K_2X2)}, headers)
+    assert load(response).tolist() == Y_3X3 and response.headers["Location"].startswith("/v1/jobs/")
+    failing = client.post(CORRELATIONS, json={"input": [[3e38, 3e38]], "kernel": [[3e38]]}, headers=headers)
+    assert failing.status_code == 200 and failing.get_json()["status"] == "failed"  # no array: the job, as JSON

@@ -1,4 +1,4 @@
-"""Turn validated requests into tensors, run the core, and turn the outcome into result JSON."""
+"""Turn validated requests into tensors, run the core, and pack the outcome as the stored result (shared.packing)."""
 
 import dataclasses
 import logging
@@ -8,7 +8,7 @@ import torch
 
 from services import EpochCallback, OutputNotFinite, Training, fit_kernel, strategy
 from services import correlate as correlate_tensors
-from shared.arrays import to_json
+from shared.packing import pack_result
 from shared.request_models import CorrelationRequest, KernelTrainingRequest
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def _array(tensor: torch.Tensor) -> np.ndarray:
 
 
 def correlate(request: CorrelationRequest, device: torch.device) -> bytes:
-    """Run a correlation request; return its result as JSON. A correlation has no epochs to report."""
+    """Run a correlation request; return its packed result. A correlation has no epochs to report."""
     kernel = request.kernel
     path = strategy(request.output_shape, kernel.shape, request.stride) if kernel.ndim == 2 else "channels"
     log.info("correlating %s by %s with a %s kernel", request.input.shape, path, kernel.shape)
@@ -37,11 +37,11 @@ def correlate(request: CorrelationRequest, device: torch.device) -> bytes:
     output = _array(output)
     if not np.isfinite(output).all():  # numpy's check is ~10x faster than torch's on one thread (measured)
         raise OutputNotFinite("the output overflowed float32 (it holds inf or NaN): scale the input or kernel down")
-    return to_json({"output": output, "shape": list(output.shape)}, request.result_format)
+    return pack_result({"output": output, "shape": list(output.shape)}, request.result_format)
 
 
 def train(request: KernelTrainingRequest, device: torch.device, on_epoch: EpochCallback) -> bytes:
-    """Run a kernel training request, reporting each epoch's loss; return its result as JSON."""
+    """Run a kernel training request, reporting each epoch's loss; return its packed result."""
     examples = [(_tensor(x, device), None if y is None else _tensor(y, device)) for x, y in request.examples]
     kernel = None if request.target_kernel is None else _tensor(request.target_kernel, device)
     inputs = torch.stack([_as_channels(x) for x, _ in examples])
@@ -57,7 +57,7 @@ def train(request: KernelTrainingRequest, device: torch.device, on_epoch: EpochC
         "epochs_run": learned.epochs_run,
         "converged": learned.converged,
     }
-    return to_json(result, request.result_format)
+    return pack_result(result, request.result_format)
 
 
 def _as_channels(tensor: torch.Tensor) -> torch.Tensor:

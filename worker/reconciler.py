@@ -30,7 +30,7 @@ from celery import Celery
 from shared.jobstore import DueJob, JobStore
 from shared.response_models import Problem
 from shared.settings import Settings
-from shared.taskqueue import QUEUE_NAMES, TASK_FOR_KIND, messages_in_redis
+from shared.taskqueue import LEGACY_QUEUE_NAMES, QUEUE_NAMES, TASK_FOR_KIND, messages_in_redis
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,9 @@ def sweep(store: JobStore, queue: Celery, settings: Settings) -> dict[str, int]:
     due = store.due_jobs(SWEEP_LIMIT)
     if not due:
         return {}
-    messages = messages_in_redis(store.redis, QUEUE_NAMES.values(), QUEUE_WINDOW)
+    messages = messages_in_redis(store.redis, [*QUEUE_NAMES.values(), *LEGACY_QUEUE_NAMES.values()], QUEUE_WINDOW)
     held = [job.id for job in due if job.id in messages.job_ids]
-    undecided = [job.id for job in due if job.id not in held and QUEUE_NAMES[job.device] not in messages.complete]
+    undecided = [job.id for job in due if job.id not in held and not _read_in_full(job.device, messages.complete)]
     store.look_again(held + undecided, store.message_check_seconds)
     counts = {"with_message": len(held), "undecided": len(undecided), "requeued": 0, "failed": 0}
     for job in due:
@@ -60,6 +60,11 @@ def sweep(store: JobStore, queue: Celery, settings: Settings) -> dict[str, int]:
                 with contextlib.suppress(Exception):
                     store.look_again([job.id], store.message_check_seconds)  # not first in line again
     return counts
+
+
+def _read_in_full(device: str, complete: frozenset[str]) -> bool:
+    """Whether every queue a job of that device class may wait in was read in full."""
+    return QUEUE_NAMES[device] in complete and LEGACY_QUEUE_NAMES[device] in complete
 
 
 def _resolve(store: JobStore, queue: Celery, settings: Settings, job: DueJob) -> str:

@@ -46,7 +46,7 @@ def finished(stack: Compose, job_id: str, timeout: float = 120) -> dict:
 
 def test_redis_api_and_worker_are_healthy_and_ready(compose):
     health = dict(line.split() for line in compose("ps", "--format", "{{.Service}} {{.Health}}").stdout.splitlines())
-    assert health == {"redis": "healthy", "api": "healthy", "worker": "healthy"}
+    assert health == {"redis": "healthy", "bulk-redis": "healthy", "api": "healthy", "worker": "healthy"}
     assert compose.get("/healthz").status_code == 200
     ready = compose.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "redis": "ok", "workers": 1}
@@ -95,9 +95,19 @@ def test_compose_refuses_to_start_without_a_redis_password(compose):
         compose("config", REDIS_PASSWORD="")
 
 
+def test_a_big_correlation_moves_its_arrays_through_the_bulk_redis(compose):
+    big = [[float(i % 7) for i in range(200)] for _ in range(200)]  # 160 KB of float32: over the inline limit
+    job = submit(compose, "/v1/correlations", {"input": big, "kernel": [[1.0]]}, wait=30)
+    assert job["status"] == "succeeded" and job["result"]["output"] == big
+    password = 'REDISCLI_AUTH="$REDIS_PASSWORD"'
+    stored = compose("exec", "bulk-redis", "sh", "-c", f"{password} redis-cli --scan --pattern 'convq:job:*'").stdout
+    assert f"convq:job:{job['id']}:result:1" in stored
+
+
 def test_redis_publishes_no_port_and_the_api_only_loopback(compose):
-    (redis,) = compose.containers("redis")
-    assert not any(_published(redis).values())
+    for service in ("redis", "bulk-redis"):
+        (redis,) = compose.containers(service)
+        assert not any(_published(redis).values())
     (api,) = compose.containers("api")
     assert [binding["HostIp"] for binding in _published(api)["8000/tcp"]] == ["127.0.0.1"]
 
