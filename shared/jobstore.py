@@ -32,6 +32,7 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
+from shared.redis_clients import connect, replicated
 from shared.response_models import Job, JobKind, JobSummary, Problem
 from shared.settings import Settings
 from shared.taskqueue import UNCHECKED_CPU_QUEUE, QueueFull, Route
@@ -110,11 +111,11 @@ class _Script:
         declarations = "".join(f"local {key}_key = KEYS[{i}]\n" for i, key in enumerate(self.layout, 1))
         self._script = redis.register_script(declarations + getattr(scripts, name))
 
-    def __call__(self, keys: JobKeys, args: list, **other_keys: str):
+    def __call__(self, keys: JobKeys, args: list, client: Redis | Pipeline | None = None, **other_keys: str):
         if not other_keys.keys() <= set(self.layout):
             raise TypeError(f"the script takes no key {', '.join(other_keys.keys() - set(self.layout))}")
         named = keys._asdict() | _FIXED_KEYS | other_keys
-        return self._script(keys=[named[name] for name in self.layout], args=args)
+        return self._script(keys=[named[name] for name in self.layout], args=args, client=client)
 
 
 # A stream read waits at most this long, so that keep-alives and deadlines are honoured; the blocking connection's
@@ -225,6 +226,19 @@ class Memory(NamedTuple):
         return self.limit / 2**20
 
 
+class EpochsRecorded(NamedTuple):
+    go_on: bool  # False: the run should stop (cancelled, or superseded by a later attempt)
+    stored: int  # epochs the job has stored, whichever attempt recorded them
+
+
+class NotReplicated(RedisError):
+    """No replica confirmed a write within REPLICA_WAIT_SECONDS: a failover now could forget it.
+
+    A RedisError like the others on purpose: the API answers it 503 with Retry-After, and a worker hands its
+    job back to the queue rather than acknowledge a start or an end that only the primary holds.
+    """
+
+
 class AttemptsExhausted(Exception):
     """A job was started more times than allowed: its worker died on every attempt."""
 
@@ -274,6 +288,7 @@ class JobStore:
         *,
         message_check_seconds: float = 30,
         attempt_deadline_seconds: float = 700,
+        replica_wait_seconds: float | None = None,
     ):
         self.redis = redis
         self.blocking = blocking or redis
@@ -281,6 +296,7 @@ class JobStore:
         self.max_attempts = max_attempts
         self.message_check_seconds = message_check_seconds
         self.attempt_deadline_seconds = attempt_deadline_seconds
+        self.replica_wait_seconds = replica_wait_seconds
         self._create = _Script(redis, "CREATE")
         self._discard = _Script(redis, "DISCARD")
         self._start = _Script(redis, "START")
@@ -299,13 +315,13 @@ class JobStore:
         """
         retry = PATIENT_RETRY if patient else IMPATIENT_RETRY
         common = {"health_check_interval": 30, "socket_connect_timeout": settings.redis_timeout_seconds}
-        redis = Redis.from_url(
-            settings.redis_url,
+        redis = connect(
+            settings,
             socket_timeout=settings.redis_timeout_seconds,
             retry=Retry(ExponentialWithJitterBackoff(base=retry.base, cap=retry.cap), retry.retries),
             **common,
         )
-        blocking = Redis.from_url(settings.redis_url, socket_timeout=BLOCKING_SOCKET_TIMEOUT_SECONDS, **common)
+        blocking = connect(settings, socket_timeout=BLOCKING_SOCKET_TIMEOUT_SECONDS, **common)
         return cls(
             redis,
             settings.job_ttl_seconds,
@@ -313,6 +329,7 @@ class JobStore:
             blocking,
             message_check_seconds=settings.message_check_seconds,
             attempt_deadline_seconds=settings.attempt_deadline_seconds,
+            replica_wait_seconds=settings.replica_wait_seconds if replicated(settings) else None,
         )
 
     # --- used by the API -------------------------------------------------------------------
@@ -347,11 +364,14 @@ class JobStore:
         inline = self._inline(keys.request, request_json)
         args = [self.ttl, job_id, request_hash, route.capacity, inline, self.message_check_seconds, *fields]
         idempotency = idempotency_key_for(owner, idempotency_key) if idempotency_key else ""
-        created, *found = self._create(
-            keys, args, index=index_key_for(owner), idempotency=idempotency, queue=route.queue
+        (created, *found), replicas = self._replicated(
+            self._create, keys, args, index=index_key_for(owner), idempotency=idempotency, queue=route.queue
         )
         if created < 0:
             raise QueueFull(route.queue)
+        if created and replicas < 1:  # not on a replica: no 202 for it
+            self.discard(job_id, owner)
+            raise NotReplicated(f"no replica confirmed job {job_id} within {self.replica_wait_seconds} s")
         if created:
             record["expires_at_ms"] = found[1].decode()
             return self._view({name: str(value) for name, value in record.items()}, None, 0, None), True
@@ -557,7 +577,11 @@ class JobStore:
         """
         keys = JobKeys.of(job_id)
         args = [self.ttl, _now(), self.max_attempts, INLINE_BYTES, device, self.attempt_deadline_seconds]
-        number, request_id, *inline = self._start(keys, args)
+        (number, request_id, *inline), replicas = self._replicated(self._start, keys, args)
+        if number > 0 and replicas < 1:  # unconfirmed: hand the job back, do not run an attempt a failover may forget
+            raise NotReplicated(
+                f"no replica confirmed attempt {number} of job {job_id} within {self.replica_wait_seconds} s"
+            )
         if number < 0:
             detail = (
                 f"the job was started {-number - 1} times and its worker died each time "
@@ -569,13 +593,15 @@ class JobStore:
         payload = (inline[0] or self.redis.get(keys.request)) if number > 0 else None
         return Attempt(job_id, number, payload, request_id.decode() or None) if payload is not None else None
 
-    def record_epochs(self, attempt: Attempt, first_epoch: int, losses: list[float]) -> bool:
+    def record_epochs(self, attempt: Attempt, first_epoch: int, losses: list[float]) -> "EpochsRecorded":
         """Record the losses of epochs first_epoch, first_epoch + 1, ... once, whatever the redeliveries.
 
-        Return False if the run should stop (cancelled, or superseded by a later attempt).
+        Say whether the run should go on (not cancelled, nor superseded by a later attempt) and how many epochs the
+        job has stored now.
         """
         args = [self.ttl, attempt.number, first_epoch, *map(repr, losses)]
-        return bool(self._record_epochs(JobKeys.of(attempt.job_id), args))
+        go_on, stored = self._record_epochs(JobKeys.of(attempt.job_id), args)
+        return EpochsRecorded(bool(go_on), stored)
 
     def succeed(self, attempt: Attempt, result_json: bytes, run_seconds: float | None = None) -> str | None:
         """Finish the job with its result, or as cancelled if that was asked; None if not this attempt's to finish."""
@@ -608,8 +634,24 @@ class JobStore:
             # that has written runs to its end): the result rides along, at a few ms per MB, and the job ends now.
             inline = result
         args = [self.ttl, attempt, _now(), status, error, *timing, inline]
-        final = self._finish(JobKeys.of(job_id), args, pending=pending)
+        final, replicas = self._replicated(self._finish, JobKeys.of(job_id), args, pending=pending)
+        if replicas < 1:  # unconfirmed: keep the message, so the job is finished again if a failover forgets it
+            raise NotReplicated(f"no replica confirmed the end of job {job_id} within {self.replica_wait_seconds} s")
         return final.decode() if final else None
+
+    def _replicated(self, script: _Script, keys: JobKeys, args: list, **other_keys: str) -> tuple[object, int]:
+        """Run a script, then, with replicas, WAIT for one of them to hold its writes: its reply and how many did.
+
+        Both go in one pipeline, so WAIT runs on the connection that wrote (WAIT counts that connection's writes),
+        even when redis-py retries them on a new connection after a failover. Without replicas: the reply and 1.
+        """
+        if self.replica_wait_seconds is None:
+            return script(keys, args, **other_keys), 1
+        with self.redis.pipeline(transaction=False) as pipe:
+            script(keys, args, client=pipe, **other_keys)
+            pipe.wait(1, max(1, int(self.replica_wait_seconds * 1000)))
+            reply, replicas = pipe.execute()
+        return reply, replicas
 
     def _inline(self, key: str, value: bytes) -> bytes:
         """Return a small value to pass to a script; SET a big one at `key` instead and return b""."""

@@ -48,11 +48,12 @@ def test_a_new_job_is_queued_with_its_request_and_expires(store, redis_server):
 def test_a_redelivered_run_records_each_epoch_once_and_supersedes_the_first(store):
     job_id = store.create("kernel_training", REQUEST, OWNER, epochs=5)[0]["id"]
     first = store.start(job_id, "cpu")
-    assert store.record_epochs(first, 1, [10.0, 5.0]) and store.record_epochs(first, 3, [10.0 / 3])
+    assert store.record_epochs(first, 1, [10.0, 5.0]).go_on and store.record_epochs(first, 3, [10.0 / 3]).go_on
     second = store.start(job_id, "cpu")  # the message was redelivered: the first run may still be alive
     assert second.number == 2
-    assert store.record_epochs(second, 1, [10.0, 5.0]) and store.record_epochs(second, 3, [10.0 / 3, 2.5, 2.0])
-    assert not store.record_epochs(first, 4, [99.0])  # the first run is told to stop, and writes nothing
+    assert store.record_epochs(second, 1, [10.0, 5.0]) == (True, 3)  # already stored: not written again
+    assert store.record_epochs(second, 3, [10.0 / 3, 2.5, 2.0]) == (True, 5)
+    assert store.record_epochs(first, 4, [99.0]) == (False, 5)  # the first run is told to stop, and writes nothing
     assert store.succeed(first, b'{"stale": true}') is None
     assert store.succeed(second, b'{"fresh": true}') == "succeeded"
     page = store.losses(job_id, since=0)
@@ -86,9 +87,9 @@ def test_cancel_stops_a_queued_job_at_once_and_a_running_one_at_its_next_epoch(s
 
     running = store.create("kernel_training", REQUEST, OWNER, epochs=3)[0]["id"]
     attempt = store.start(running, "cpu")
-    assert store.record_epochs(attempt, 1, [1.0])
+    assert store.record_epochs(attempt, 1, [1.0]).go_on
     assert store.cancel(running) == "running"
-    assert not store.record_epochs(attempt, 2, [0.5])
+    assert not store.record_epochs(attempt, 2, [0.5]).go_on
     assert store.succeed(attempt, b"{}") == "cancelled"
     assert store.get(running)["result"] is None
     assert store.cancel(running) == "cancelled"
