@@ -11,7 +11,7 @@ from gunicorn.workers import gthread
 from prometheus_client import multiprocess
 
 from shared.logs import logging_config
-from shared.redis_clients import connect
+from shared.redis_clients import connect, replicated
 from shared.settings import get_settings
 from shared.startup import warn_about_redis, warn_if_open
 
@@ -90,4 +90,4 @@ def when_ready(server) -> None:
     """Warn about open access and a risky Redis once, in the master, instead of once per worker process."""
     warn_if_open(_settings)
     with connect(_settings, socket_timeout=5) as redis:
-        warn_about_redis(redis)
+        warn_about_redis(redis, replicated(_settings))

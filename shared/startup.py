@@ -38,10 +38,14 @@ def warn_if_open(settings: Settings) -> None:
         log.warning("API keys are off (API_KEYS is empty): anyone who can reach this API may use it")
 
 
-def warn_about_redis(redis: Redis) -> None:
-    """Log a warning when Redis could lose or evict queued jobs; say so when it cannot be asked."""
+def warn_about_redis(redis: Redis, replicated: bool = False) -> None:
+    """Log a warning when Redis could lose or evict queued jobs; say so when it cannot be asked.
+
+    A `replicated` Redis (under sentinels) is also warned about when its primary takes writes with no replica.
+    """
     try:
         raw = redis.config_get("appendonly") | redis.config_get("maxmemory-policy")
+        raw |= redis.config_get("min-replicas-to-write") if replicated else {}
     except RedisError as error:
         log.warning("could not check Redis persistence settings: %s", error)
         return
@@ -51,6 +55,11 @@ def warn_about_redis(redis: Redis) -> None:
     if config.get("maxmemory-policy", "noeviction") != "noeviction":
         policy = config["maxmemory-policy"]
         log.warning("Redis maxmemory-policy is %s: Redis may evict queued jobs; use noeviction", policy)
+    if replicated and config.get("min-replicas-to-write") == "0":
+        log.warning(
+            "the Redis primary has min-replicas-to-write 0: cut off from its replicas, it keeps taking writes "
+            "that a failover on the other side discards; set it to 1 on every server"
+        )
 
 
 def _text(value: str | bytes) -> str:

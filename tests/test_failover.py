@@ -13,6 +13,7 @@ started again: it comes back as a replica and holds every job. The figures (fail
 submissions were refused, what WAIT costs) are printed for docs/RELIABILITY.md (run with -s).
 """
 
+import logging
 import shutil
 import threading
 import time
@@ -22,8 +23,11 @@ import numpy as np
 import pytest
 import requests
 
-from shared.jobstore import JobKeys, JobStore
+from api import create_app
+from shared.jobstore import JobKeys
+from shared.redis_clients import connect
 from shared.settings import Settings
+from shared.startup import warn_about_redis
 from tests.replication import PASSWORD, SENTINEL_PASSWORD, ReplicatedRedis
 from tests.support import HealthProbe, Stack, finished_job, wait_until
 
@@ -175,22 +179,38 @@ def test_killing_the_primary_under_load_loses_no_job_and_refuses_only_with_503(s
     )
 
 
-def test_what_waiting_for_a_replica_costs_a_submission(settings):
-    """Not a timed assertion: the cost of WAIT 1, side by side with the same writes without it, printed."""
-    waiting = JobStore.from_settings(settings)
-    plain = JobStore(waiting.redis, settings.job_ttl_seconds)
-    request = b'{"input": [[1.0, 2.0]], "kernel": [[2.0]]}'
-    timings = {"with WAIT": [], "without": []}
-    for _ in range(5):  # interleaved rounds: a busy machine slows both alike
-        for name, store in (("with WAIT", waiting), ("without", plain)):
+def test_a_primary_that_would_take_writes_without_replicas_is_warned_about(replicated, settings, caplog):
+    primary = replicated.primary().client()
+    with caplog.at_level(logging.WARNING, logger="shared.startup"):
+        warn_about_redis(connect(settings), replicated=True)
+        assert "min-replicas-to-write" not in caplog.text  # set as it should be
+        primary.config_set("min-replicas-to-write", 0)
+        try:
+            warn_about_redis(connect(settings), replicated=True)
+        finally:
+            primary.config_set("min-replicas-to-write", 1)
+    assert "min-replicas-to-write 0" in caplog.text
+
+
+def test_what_waiting_for_a_replica_costs_a_submission(settings, replicated):
+    """Not a timed assertion: POST /v1/correlations with WAIT 1 (through the sentinels) and without it (straight to
+    the same primary), side by side, printed."""
+    primary = f"redis://:{PASSWORD}@127.0.0.1:{replicated.primary().port}/0"
+    unlimited = {"submit_rate_limit": "1000000/minute"}
+    clients = {
+        "with WAIT": create_app(settings.model_copy(update=unlimited)).test_client(),
+        "without": create_app(Settings(redis_url=primary, **unlimited)).test_client(),
+    }
+    timings = {name: [] for name in clients}
+    for round_ in range(5):  # interleaved rounds: a busy machine slows both alike
+        for name, client in clients.items():
             started = time.perf_counter()
-            created = [store.create("correlation", request, "wait-cost")[0]["id"] for _ in range(100)]
-            timings[name].append((time.perf_counter() - started) / 100)
-            for job_id in created:  # no message was sent: leave nothing for a reconciler to find
-                store.discard(job_id, "wait-cost")
-    with_wait, without = (np.median(timings[name]) * 1000 for name in ("with WAIT", "without"))
-    assert with_wait > 0 and without > 0
+            for number in range(50):
+                assert client.post("/v1/correlations", json=tiny(round_ * 50 + number)).status_code == 202
+            timings[name].append((time.perf_counter() - started) / 50)
+    with_wait, without = (float(np.median(timings[name])) * 1000 for name in clients)
     print(
-        f"\nWAIT cost per submission (job-store create, median of 5 rounds of 100): {with_wait:.2f} ms with "
-        f"WAIT 1, {without:.2f} ms without, ratio {with_wait / without:.2f}; +{with_wait - without:.2f} ms"
+        f"\nWAIT cost per submission (POST /v1/correlations, Flask test client, median of 5 rounds of 50): "
+        f"{with_wait:.2f} ms with WAIT 1, {without:.2f} ms without, ratio {with_wait / without:.2f}; "
+        f"+{with_wait - without:.2f} ms"
     )

@@ -21,6 +21,7 @@ from shared.jobstore import (
     pending_result_key_for,
 )
 from shared.response_models import Job, JobSummary, Problem
+from worker.progress import EpochRecorder
 
 REQUEST = b'{"input": [[1.0]]}'
 OWNER = "anonymous"
@@ -59,6 +60,31 @@ def test_a_redelivered_run_records_each_epoch_once_and_supersedes_the_first(stor
     page = store.losses(job_id, since=0)
     assert page["losses"] == [10.0, 5.0, 10.0 / 3, 2.5, 2.0] and page["epochs_done"] == 5
     assert orjson.loads(orjson.dumps(store.get(job_id)["result"])) == {"fresh": True}
+
+
+def forget_after_the_first_epoch(redis, keys: JobKeys) -> None:
+    """The job as a replica that received only the first batch holds it: one loss, one progress event."""
+    redis.ltrim(keys.losses, 0, 0)
+    [(first_id, fields)] = redis.xrange(keys.events, count=1)
+    redis.delete(keys.events)  # XDEL would keep the stream's last id, which the replica never saw
+    redis.xadd(keys.events, fields, id=first_id)
+
+
+def test_losses_a_failover_forgot_are_sent_again_so_each_epoch_is_stored_once(store, redis_server):
+    job_id = store.create("kernel_training", REQUEST, OWNER, epochs=6)[0]["id"]
+    recorder = EpochRecorder(store, store.start(job_id, "cpu"))
+    for epoch, loss in enumerate([6.0, 5.0, 4.0], 1):
+        recorder(epoch, loss)
+        recorder.flush()
+    forget_after_the_first_epoch(redis_server.client(), JobKeys.of(job_id))  # a replica that lagged is promoted
+    assert store.record_epochs(recorder.attempt, 4, [3.0]) == (True, 1)  # after a gap: nothing written, 1 stored
+    for epoch, loss in enumerate([3.0, 2.0], 4):
+        recorder(epoch, loss)
+    assert not recorder.flush()
+    recorder(6, 1.0)
+    assert not recorder.flush()
+    page = store.losses(job_id, since=0)
+    assert page["losses"] == [6.0, 5.0, 4.0, 3.0, 2.0, 1.0] and page["epochs_done"] == 6
 
 
 def test_a_finished_job_is_not_started_again(store):

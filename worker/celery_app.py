@@ -8,7 +8,7 @@ from celery.exceptions import SecurityWarning
 from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
 from shared.logs import configure_logging
-from shared.redis_clients import connect
+from shared.redis_clients import connect, replicated
 from shared.settings import get_settings
 from shared.startup import check_settings, warn_about_redis
 from shared.taskqueue import create_celery
@@ -35,7 +35,7 @@ _reconciler = Reconciler(app, get_settings())
 @worker_ready.connect
 def _check_redis(**_) -> None:
     with connect(get_settings(), socket_timeout=5) as redis:
-        warn_about_redis(redis)
+        warn_about_redis(redis, replicated(get_settings()))
 
 
 @worker_ready.connect
