@@ -13,12 +13,27 @@ from typing import Any
 
 from redis import Redis
 from redis.connection import parse_url
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from shared.settings import Settings
 
 # How long a question to a sentinel may take before the next sentinel is asked.
 SENTINEL_TIMEOUT_SECONDS = 0.5
+
+
+class PrimaryConnection(SentinelManagedConnection):
+    """A connection to the primary that asks the sentinels where it is each time it connects again.
+
+    redis-py 8.1's SentinelManagedConnection asks them in connect() only; a connection that a command's retry
+    dropped reconnects from send_packed_command, straight to its last address: the lost primary, refused again
+    and again for as long as the retries last (30 s with the workers' patience, measured: a training then ran
+    into its time limit).
+    """
+
+    def send_packed_command(self, command, check_health=True):
+        if not self._sock:
+            self.connect()
+        super().send_packed_command(command, check_health)
 
 
 def replicated(settings: Settings) -> bool:
@@ -31,7 +46,7 @@ def connect(settings: Settings, **options: Any) -> Redis:
     if not replicated(settings):
         return Redis.from_url(settings.redis_url, **options)
     sentinel = Sentinel(settings.sentinel_addresses, sentinel_kwargs=_sentinel_options(settings), **_auth(settings))
-    return sentinel.master_for(settings.redis_sentinel_master, **options)
+    return sentinel.master_for(settings.redis_sentinel_master, connection_class=PrimaryConnection, **options)
 
 
 def broker_url(settings: Settings) -> str:
@@ -58,7 +73,12 @@ def limiter_storage(settings: Settings, **options: Any) -> tuple[str, dict[str, 
     hosts = ",".join(f"{host}:{port}" for host, port in settings.sentinel_addresses)
     uri = f"redis+sentinel://{hosts}/{settings.redis_sentinel_master}"
     # Counts are read from the primary too (use_replicas off): a replica's lag would let a burst through.
-    return uri, {**options, **_auth(settings), "use_replicas": False, "sentinel_kwargs": _sentinel_options(settings)}
+    sentinel = {
+        "use_replicas": False,
+        "sentinel_kwargs": _sentinel_options(settings),
+        "connection_class": PrimaryConnection,
+    }
+    return uri, {**options, **_auth(settings), **sentinel}
 
 
 def _auth(settings: Settings) -> dict[str, Any]:
