@@ -126,6 +126,12 @@ def compose(engine, tmp_path_factory):
         pip.stop()
 
 
+@pytest.fixture(scope="session")
+def report() -> dict[str, str]:
+    """Figures for the summary, by name. Through this fixture: a test module importing this file gets a copy of it."""
+    return REPORT
+
+
 def image_sizes(base: str) -> str:
     """Each image's size, and what it adds to the Python base it was built on."""
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from tests.compose.conftest import PROJECT, REPORT, Compose
+from tests.compose.conftest import PROJECT, Compose
 from tests.compose.engine import run
 from tests.compose.test_compose import finished
 from tests.support import free_port, wait_until
@@ -19,11 +19,16 @@ pytestmark = pytest.mark.compose
 
 SENTINELS = "sentinel-1:26379,sentinel-2:26379,sentinel-3:26379"
 HA_SERVICES = {"redis", "redis-replica-1", "redis-replica-2", "sentinel-1", "sentinel-2", "sentinel-3", "api", "worker"}
-TRAINING = {"input": [[float((i * 7 + j) % 11) for j in range(48)] for i in range(48)], "epochs": 3000, "lr": 1e-5}
+TRAINING = {
+    "input": [[float((i * 7 + j) % 11) for j in range(48)] for i in range(48)],
+    "target_kernel": [[1.0, -1.0], [0.5, 0.25]],
+    "epochs": 3000,
+    "lr": 1e-5,
+}
 
 
 @pytest.fixture(scope="module")
-def ha(compose):
+def ha(compose, report):
     stack = Compose(compose.tree, compose.env, f"{PROJECT}-ha", REDIS_SENTINELS=SENTINELS, API_PORT=str(free_port()))
     try:
         started = time.monotonic()
@@ -32,7 +37,7 @@ def ha(compose):
             wait_until(stack.ready_workers, 240, "/readyz 200 with sentinels", 0.25)
         except TimeoutError as error:
             raise RuntimeError(f"{error}\n{stack('ps', '--all').stdout}\n{stack.logs()[-5000:]}") from None
-        REPORT["ha ready"] = f"/readyz 200 after {time.monotonic() - started:.1f} s"
+        report["ha ready"] = f"/readyz 200 after {time.monotonic() - started:.1f} s"
         yield stack
     finally:
         stack("--profile", "ha", "down", "--volumes", timeout=300)
@@ -62,7 +67,7 @@ def test_the_ha_profile_runs_a_primary_two_replicas_and_three_private_sentinels(
             assert "HostIp" not in ports, (service, ports)  # nothing published
 
 
-def test_docker_kill_of_the_primary_under_load_loses_no_job(ha):
+def test_docker_kill_of_the_primary_under_load_loses_no_job(ha, report):
     def submit(number: int) -> requests.Response:
         return requests.post(
             f"{ha.api}/v1/correlations", json={"input": [[float(number), 1.0]], "kernel": [[2.0]]}, timeout=30
@@ -130,7 +135,7 @@ def test_docker_kill_of_the_primary_under_load_loses_no_job(ha):
     wait_until(lambda: replication(ha, primary).get("master_link_status") == "up", 90, "the old primary to rejoin", 1)
     assert replication(ha, primary)["role"] == "slave"
     window = [at - killed_at for at, _ in refused]
-    REPORT["ha failover"] = (
+    report["ha failover"] = (
         f"docker kill of the primary to a promoted replica {promoted_at - killed_at:.1f} s (down-after 5 s); "
         f"{len(refused)} of {len(during)} submissions refused with 503, up to {max(window, default=0):.1f} s "
         f"after the kill; {len(accepted) + len(trainings)} jobs, all succeeded; the old primary rejoined as a replica"
