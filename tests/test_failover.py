@@ -27,7 +27,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from api import create_app
-from shared.jobstore import PATIENT_RETRY, JobKeys, JobStore
+from shared.jobstore import PATIENT_RETRY, JobKeys, JobStore, job_keys_pattern
 from shared.redis_clients import connect
 from shared.settings import Settings
 from shared.startup import warn_about_redis
@@ -205,6 +205,28 @@ def test_a_command_in_flight_when_the_primary_dies_goes_on_at_the_new_one(settin
     old.start()
     wait_until(lambda: old.role().get("master_link_status") == "up", 30, "the old primary to rejoin as a replica")
     print(f"\na BLPOP 4 in flight at the kill returned after {took:.1f} s (1 s before the kill)")
+
+
+def test_a_primary_without_enough_replicas_refuses_submissions_with_503_and_keeps_no_job(settings, replicated):
+    """NOREPLICAS (the primary's min-replicas-to-write not met, as when it is cut off from its replicas) is a 503."""
+    client = create_app(settings).test_client()
+    primary = replicated.primary().client()
+    jobs_before = len(list(primary.scan_iter(job_keys_pattern())))
+    primary.config_set("min-replicas-to-write", 3)  # two replicas: never met
+    try:
+        refused = client.post("/v1/correlations", json=tiny(1))
+    finally:
+        primary.config_set("min-replicas-to-write", 1)
+    assert refused.status_code == 503 and refused.headers["Retry-After"], refused.get_json()
+    assert refused.content_type == "application/problem+json"
+    assert len(list(primary.scan_iter(job_keys_pattern()))) == jobs_before
+    assert client.post("/v1/correlations", json=tiny(1)).status_code == 202
+
+
+def test_the_rate_limit_is_counted_at_the_primary_the_sentinels_name(settings):
+    client = create_app(settings.model_copy(update={"submit_rate_limit": "2/minute"})).test_client()
+    answers = [client.post("/v1/correlations", json=tiny(number)).status_code for number in range(3)]
+    assert answers == [202, 202, 429]  # limits' redis+sentinel storage works (its errors would be swallowed)
 
 
 def test_a_primary_that_would_take_writes_without_replicas_is_warned_about(replicated, settings, caplog):
