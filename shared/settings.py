@@ -21,8 +21,9 @@ class Settings(BaseSettings):
     redis_sentinel_master: str = "convq"
     # The sentinels' own password (their `requirepass`); unset: they need none.
     redis_sentinel_password: str | None = None
-    # With sentinels, a submission and a job's start and end wait this long for a replica to confirm them (WAIT).
-    replica_wait_seconds: float = Field(1.0, gt=0)
+    # With sentinels, a submission and a job's start and end wait this long for a replica to confirm them (WAIT);
+    # below REDIS_TIMEOUT_SECONDS, or the wait would read as a lost Redis.
+    replica_wait_seconds: float = Field(0.25, gt=0)
     # Address the API listens on.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -28,6 +28,11 @@ def check_settings(settings: Settings) -> None:
         problems.append(
             "MAX_HELD_REQUESTS must be below API_THREADS: streams and waiting submissions would take every thread"
         )
+    if settings.redis_sentinels and settings.replica_wait_seconds >= settings.redis_timeout_seconds:
+        problems.append(
+            "REPLICA_WAIT_SECONDS must be below REDIS_TIMEOUT_SECONDS: a wait for a replica as long as the socket "
+            "timeout ends as a timeout, and the write it waited for is then neither confirmed nor undone"
+        )
     if problems:
         raise ConfigurationError("convq cannot start: " + "; ".join(problems))
 

@@ -15,6 +15,7 @@ submissions were refused, what WAIT costs) are printed for docs/RELIABILITY.md (
 
 import logging
 import shutil
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -220,6 +221,27 @@ def test_a_primary_without_enough_replicas_refuses_submissions_with_503_and_keep
     assert refused.status_code == 503 and refused.headers["Retry-After"], refused.get_json()
     assert refused.content_type == "application/problem+json"
     assert len(list(primary.scan_iter(job_keys_pattern()))) == jobs_before
+    assert client.post("/v1/correlations", json=tiny(1)).status_code == 202
+
+
+def test_a_submission_no_replica_confirms_in_time_gets_503_and_is_not_kept(settings, replicated):
+    """Replicas that stop answering (SIGSTOP: still connected, as far as the primary knows) let WAIT time out."""
+    client = create_app(settings).test_client()
+    primary = replicated.primary()
+    replicas = [node for node in replicated.nodes if node is not primary]
+    jobs_before = len(list(primary.client().scan_iter(job_keys_pattern())))
+    for node in replicas:
+        node.process.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        refused = client.post("/v1/correlations", json=tiny(1))
+        took = time.monotonic() - started
+    finally:
+        for node in replicas:
+            node.process.send_signal(signal.SIGCONT)
+    assert refused.status_code == 503 and refused.headers["Retry-After"], refused.get_json()
+    assert settings.replica_wait_seconds <= took < settings.replica_wait_seconds + 2
+    assert len(list(primary.client().scan_iter(job_keys_pattern()))) == jobs_before  # discarded, not kept
     assert client.post("/v1/correlations", json=tiny(1)).status_code == 202
 
 
