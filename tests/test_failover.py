@@ -13,6 +13,7 @@ started again: it comes back as a replica and holds every job. The figures (fail
 submissions were refused, what WAIT costs) are printed for docs/RELIABILITY.md (run with -s).
 """
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -28,7 +29,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from api import create_app
-from shared.jobstore import PATIENT_RETRY, JobKeys, JobStore, job_keys_pattern
+from shared.jobstore import PATIENT_RETRY, JobKeys, JobStore, NotReplicated, job_keys_pattern
 from shared.redis_clients import connect
 from shared.settings import Settings
 from shared.startup import warn_about_redis
@@ -224,25 +225,45 @@ def test_a_primary_without_enough_replicas_refuses_submissions_with_503_and_keep
     assert client.post("/v1/correlations", json=tiny(1)).status_code == 202
 
 
-def test_a_submission_no_replica_confirms_in_time_gets_503_and_is_not_kept(settings, replicated):
-    """Replicas that stop answering (SIGSTOP: still connected, as far as the primary knows) let WAIT time out."""
-    client = create_app(settings).test_client()
+@contextlib.contextmanager
+def replicas_silent(replicated: ReplicatedRedis):
+    """Replicas that stop answering (SIGSTOP: still connected, as far as the primary knows): WAIT times out."""
     primary = replicated.primary()
     replicas = [node for node in replicated.nodes if node is not primary]
-    jobs_before = len(list(primary.client().scan_iter(job_keys_pattern())))
     for node in replicas:
         node.process.send_signal(signal.SIGSTOP)
     try:
-        started = time.monotonic()
-        refused = client.post("/v1/correlations", json=tiny(1))
-        took = time.monotonic() - started
+        yield
     finally:
         for node in replicas:
             node.process.send_signal(signal.SIGCONT)
+
+
+def test_a_submission_no_replica_confirms_in_time_gets_503_and_is_not_kept(settings, replicated):
+    client = create_app(settings).test_client()
+    primary = replicated.primary()
+    jobs_before = len(list(primary.client().scan_iter(job_keys_pattern())))
+    with replicas_silent(replicated):
+        started = time.monotonic()
+        refused = client.post("/v1/correlations", json=tiny(1))
+        took = time.monotonic() - started
     assert refused.status_code == 503 and refused.headers["Retry-After"], refused.get_json()
     assert settings.replica_wait_seconds <= took < settings.replica_wait_seconds + 2
     assert len(list(primary.client().scan_iter(job_keys_pattern()))) == jobs_before  # discarded, not kept
     assert client.post("/v1/correlations", json=tiny(1)).status_code == 202
+
+
+def test_a_start_or_an_end_no_replica_confirms_is_not_taken_for_done(settings, replicated):
+    """The worker hands the job back on NotReplicated (a RedisError: worker.runner), so its message runs again."""
+    store = JobStore.from_settings(settings, patient=True)
+    job_id = store.create("correlation", orjson.dumps(tiny(1)), "unconfirmed")[0]["id"]
+    with replicas_silent(replicated), pytest.raises(NotReplicated, match="attempt 1"):
+        store.start(job_id, "cpu")
+    attempt = store.start(job_id, "cpu")  # the message again, replicas back
+    with replicas_silent(replicated), pytest.raises(NotReplicated, match="the end"):
+        store.succeed(attempt, b'{"output": [[2.0, 2.0]]}')
+    assert store.start(job_id, "cpu") is None  # that end did reach the replicas: the message is dropped then
+    assert store.get(job_id)["status"] == "succeeded"
 
 
 def test_the_rate_limit_is_counted_at_the_primary_the_sentinels_name(settings):
