@@ -11,6 +11,10 @@ right result (numpy's), each training with exactly one loss per epoch; a submiss
 or refused with 503 and Retry-After, never a 500; /healthz answers throughout. Then the old primary is
 started again: it comes back as a replica and holds every job. The figures (failover time, how long
 submissions were refused, what WAIT costs) are printed for docs/RELIABILITY.md (run with -s).
+
+Beside it, on the same servers: a command in flight at the kill goes on at the new primary; replicas that stop
+answering (SIGSTOP) make a submission 503 and a worker's start or end unconfirmed; a primary short of replicas
+(NOREPLICAS) refuses with 503; the rate limiter counts at the primary; WAIT's cost, side by side.
 """
 
 import contextlib

@@ -55,6 +55,21 @@ def replication(stack: Compose, container: str) -> dict[str, str]:
     return dict(line.split(":", 1) for line in info.stdout.split() if ":" in line)
 
 
+def diagnosis(stack: Compose, during: list, killed_at: float) -> str:
+    """What the submissions got after the kill, each server's view of replication, the sentinels' and api's logs."""
+    answers = [
+        f"{at - killed_at:.1f} s: {answer if isinstance(answer, str) else (answer.status_code, answer.text[:200])}"
+        for at, _, answer in during[-10:]
+    ]
+    views = [
+        f"{service}: {replication(stack, container) if container else 'down'}"
+        for service in ("redis-replica-1", "redis-replica-2")
+        for container in stack.containers(service) or [None]
+    ]
+    logs = stack.logs("sentinel-1", "redis-replica-1", "redis-replica-2")[-6000:] + stack.logs("api")[-3000:]
+    return "\n".join([*answers, *views, logs])
+
+
 def test_the_ha_profile_runs_a_primary_two_replicas_and_three_private_sentinels(ha):
     services = set(ha("--profile", "ha", "ps", "--format", "{{.Service}}").stdout.split())
     assert services == HA_SERVICES
@@ -102,14 +117,18 @@ def test_docker_kill_of_the_primary_under_load_loses_no_job(ha, report):
         0.5,
     )
     promoted_at = time.monotonic()
-    wait_until(
-        lambda: any(
-            not isinstance(answer, str) and answer.status_code == 202 and at > promoted_at for at, _, answer in during
-        ),
-        60,
-        "a submission accepted by the new primary",
-        0.5,
-    )
+    try:
+        wait_until(
+            lambda: any(
+                not isinstance(answer, str) and answer.status_code == 202 and at > promoted_at
+                for at, _, answer in during
+            ),
+            60,
+            "a submission accepted by the new primary",
+            0.5,
+        )
+    except TimeoutError as error:
+        raise RuntimeError(f"{error}\n{diagnosis(ha, during, killed_at)}") from None
     stopped.set()
     submitter.join()
 
