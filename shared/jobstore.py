@@ -28,7 +28,7 @@ import orjson
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import Pipeline
-from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
@@ -129,6 +129,9 @@ FLUSH_SECONDS = 0.1
 # as Lua copies cost a few ms per MB (jobstore_scripts).
 WRITE_BYTES = 4 * 1024 * 1024
 INLINE_BYTES = 64 * 1024
+# Workers ride out this long a primary that refuses writes for want of replicas (NOREPLICAS): the first seconds
+# after a failover, before the other replicas follow the new primary. The API does not wait: it answers 503.
+REPLICA_PATIENCE_SECONDS = 15.0
 # Upper bounds (seconds) of the job run time histogram's buckets. Workers count each run time in its bucket as it ends
 # (the metrics hash's run_seconds_bucket:<kind>:<bound> fields), so the bounds are part of the stored format.
 RUN_TIME_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600)
@@ -258,6 +261,14 @@ class DueJob:
     device: str
 
 
+def replicas_missing(error: BaseException) -> bool:
+    """Whether the primary refused a write for want of replicas (its min-replicas-to-write is not met).
+
+    Said by the error's text, which a pipeline prefixes with the failed command's place in it.
+    """
+    return isinstance(error, ResponseError) and "NOREPLICAS Not enough good replicas" in str(error)
+
+
 def out_of_memory(error: BaseException | None) -> bool:
     """Whether Redis refused a write because it is at maxmemory: the error, or any error that led to it."""
     seen = 0
@@ -289,6 +300,7 @@ class JobStore:
         message_check_seconds: float = 30,
         attempt_deadline_seconds: float = 700,
         replica_wait_seconds: float | None = None,
+        replica_patience_seconds: float = 0,
     ):
         self.redis = redis
         self.blocking = blocking or redis
@@ -297,6 +309,7 @@ class JobStore:
         self.message_check_seconds = message_check_seconds
         self.attempt_deadline_seconds = attempt_deadline_seconds
         self.replica_wait_seconds = replica_wait_seconds
+        self.replica_patience_seconds = replica_patience_seconds
         self._create = _Script(redis, "CREATE")
         self._discard = _Script(redis, "DISCARD")
         self._start = _Script(redis, "START")
@@ -330,6 +343,7 @@ class JobStore:
             message_check_seconds=settings.message_check_seconds,
             attempt_deadline_seconds=settings.attempt_deadline_seconds,
             replica_wait_seconds=settings.replica_wait_seconds if replicated(settings) else None,
+            replica_patience_seconds=REPLICA_PATIENCE_SECONDS if patient and replicated(settings) else 0,
         )
 
     # --- used by the API -------------------------------------------------------------------
@@ -600,7 +614,7 @@ class JobStore:
         job has stored now.
         """
         args = [self.ttl, attempt.number, first_epoch, *map(repr, losses)]
-        go_on, stored = self._record_epochs(JobKeys.of(attempt.job_id), args)
+        go_on, stored = self._while_replicas_missing(lambda: self._record_epochs(JobKeys.of(attempt.job_id), args))
         return EpochsRecorded(bool(go_on), stored)
 
     def succeed(self, attempt: Attempt, result_json: bytes, run_seconds: float | None = None) -> str | None:
@@ -647,11 +661,29 @@ class JobStore:
         """
         if self.replica_wait_seconds is None:
             return script(keys, args, **other_keys), 1
-        with self.redis.pipeline(transaction=False) as pipe:
-            script(keys, args, client=pipe, **other_keys)
-            pipe.wait(1, max(1, int(self.replica_wait_seconds * 1000)))
-            reply, replicas = pipe.execute()
+
+        def write_and_wait() -> list:
+            with self.redis.pipeline(transaction=False) as pipe:
+                script(keys, args, client=pipe, **other_keys)
+                pipe.wait(1, max(1, int(self.replica_wait_seconds * 1000)))
+                return pipe.execute()
+
+        reply, replicas = self._while_replicas_missing(write_and_wait)
         return reply, replicas
+
+    def _while_replicas_missing(self, call: Callable[[], object]):
+        """Call again, for up to replica_patience_seconds, while the primary refuses it for want of replicas.
+
+        Safe to repeat: Redis refuses a script at its first write, so a script refused so has written nothing.
+        """
+        deadline = time.monotonic() + self.replica_patience_seconds
+        while True:
+            try:
+                return call()
+            except ResponseError as error:
+                if not replicas_missing(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
 
     def _inline(self, key: str, value: bytes) -> bytes:
         """Return a small value to pass to a script; SET a big one at `key` instead and return b""."""

@@ -270,6 +270,26 @@ def test_a_start_or_an_end_no_replica_confirms_is_not_taken_for_done(settings, r
     assert store.get(job_id)["status"] == "succeeded"
 
 
+def test_a_worker_rides_out_a_primary_short_of_replicas(settings, replicated):
+    """NOREPLICAS in a failover's first seconds (the other replicas not yet following the new primary): a worker's
+    start and its training's losses wait for them, where a handed-back message could not even be requeued."""
+    store = JobStore.from_settings(settings, patient=True)
+    job_id = store.create("kernel_training", orjson.dumps(TRAINING), "short", epochs=EPOCHS)[0]["id"]
+    primary = replicated.primary().client()
+    with ThreadPoolExecutor(1) as pool:
+        primary.config_set("min-replicas-to-write", 3)  # two replicas: not met
+        starting = pool.submit(store.start, job_id, "cpu")
+        time.sleep(1)
+        assert not starting.done()
+        primary.config_set("min-replicas-to-write", 1)
+        attempt = starting.result(timeout=5)
+        primary.config_set("min-replicas-to-write", 3)
+        recording = pool.submit(store.record_epochs, attempt, 1, [0.5])
+        time.sleep(1)
+        primary.config_set("min-replicas-to-write", 1)
+        assert recording.result(timeout=5) == (True, 1)
+
+
 def test_the_rate_limit_is_counted_at_the_primary_the_sentinels_name(settings):
     client = create_app(settings.model_copy(update={"submit_rate_limit": "2/minute"})).test_client()
     answers = [client.post("/v1/correlations", json=tiny(number)).status_code for number in range(3)]
