@@ -15,6 +15,7 @@ from flask_limiter import Limiter, RequestLimit
 
 from api.problems import ProblemError, problem_response
 from api.runtime import runtime
+from shared.redis_clients import limiter_storage
 from shared.response_models import Problem
 from shared.settings import Settings
 
@@ -75,6 +76,7 @@ def _too_many(limit: RequestLimit) -> Response:
 
 def init_app(app: Flask, settings: Settings) -> None:
     """Limit submissions per caller (one budget for both kinds), counted in Redis so every process shares it."""
+    storage_uri, storage_options = limiter_storage(settings, socket_timeout=settings.redis_timeout_seconds)
     Limiter(
         caller_key,
         app=app,
@@ -82,6 +84,6 @@ def init_app(app: Flask, settings: Settings) -> None:
         application_limits_exempt_when=lambda: request.endpoint not in SUBMISSIONS,
         on_breach=_too_many,
         swallow_errors=True,  # Redis away: the submission itself answers 503
-        storage_uri=settings.redis_url,
-        storage_options={"socket_timeout": settings.redis_timeout_seconds},
+        storage_uri=storage_uri,
+        storage_options=storage_options,
     )

@@ -9,9 +9,9 @@ import orjson
 from gunicorn import util
 from gunicorn.workers import gthread
 from prometheus_client import multiprocess
-from redis import Redis
 
 from shared.logs import logging_config
+from shared.redis_clients import connect, replicated
 from shared.settings import get_settings
 from shared.startup import warn_about_redis, warn_if_open
 
@@ -89,5 +89,5 @@ def child_exit(server, worker) -> None:
 def when_ready(server) -> None:
     """Warn about open access and a risky Redis once, in the master, instead of once per worker process."""
     warn_if_open(_settings)
-    with Redis.from_url(_settings.redis_url, socket_timeout=5) as redis:
-        warn_about_redis(redis)
+    with connect(_settings, socket_timeout=5) as redis:
+        warn_about_redis(redis, replicated(_settings))

@@ -65,7 +65,7 @@ class Stacks:
         try:
             self._start("redis", ["bin/embedded-redis"])
             bulk_redis = {"REDIS_PORT": str(self.bulk_redis_port), "REDIS_DIR": str(self.folder / "bulk-redis")}
-            self._start("bulk redis", ["bin/embedded-redis", "--appendonly", "no"], **bulk_redis)
+            self._start("bulk redis", ["bin/embedded-redis"], **bulk_redis)
             self._start("convq api", ["bin/api"])
             self._start("convq worker", ["bin/worker"])
             gunicorn = ["gunicorn", "--workers", "2", "--worker-class", "gthread", "--threads", "64"]

@@ -37,11 +37,12 @@ import orjson
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.client import Pipeline
-from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
 from shared.packing import Packed, result_json
+from shared.redis_clients import connect, replicated
 from shared.response_models import Job, JobKind, JobSummary, Problem
 from shared.settings import Settings
 from shared.taskqueue import UNCHECKED_CPU_QUEUE, QueueFull, Route
@@ -133,11 +134,11 @@ class _Script:
         declarations = "".join(f"local {key}_key = KEYS[{i}]\n" for i, key in enumerate(self.layout, 1))
         self._script = redis.register_script(declarations + getattr(scripts, name))
 
-    def __call__(self, keys: JobKeys, args: list, **other_keys: str):
+    def __call__(self, keys: JobKeys, args: list, client: Redis | Pipeline | None = None, **other_keys: str):
         if not other_keys.keys() <= set(self.layout):
             raise TypeError(f"the script takes no key {', '.join(other_keys.keys() - set(self.layout))}")
         named = keys._asdict() | _FIXED_KEYS | other_keys
-        return self._script(keys=[named[name] for name in self.layout], args=args)
+        return self._script(keys=[named[name] for name in self.layout], args=args, client=client)
 
 
 # A stream read waits at most this long, so that keep-alives and deadlines are honoured; the blocking connection's
@@ -153,6 +154,9 @@ FLUSH_SECONDS = 0.1
 # and GET, as Lua copies cost a few ms per MB (jobstore_scripts), written WRITE_BYTES at a time.
 WRITE_BYTES = 8 * 1024 * 1024  # a 1024 x 1024 request (4 MiB and a kernel) in one SET: an APPEND copies the value
 INLINE_BYTES = 64 * 1024
+# Workers ride out this long a primary that refuses writes for want of replicas (NOREPLICAS): the first seconds
+# after a failover, before the other replicas follow the new primary. The API does not wait: it answers 503.
+REPLICA_PATIENCE_SECONDS = 15.0
 # Upper bounds (seconds) of the job run time histogram's buckets. Workers count each run time in its bucket as it ends
 # (the metrics hash's run_seconds_bucket:<kind>:<bound> fields), so the bounds are part of the stored format.
 RUN_TIME_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600)
@@ -250,6 +254,19 @@ class Memory(NamedTuple):
         return self.limit / 2**20
 
 
+class EpochsRecorded(NamedTuple):
+    go_on: bool  # False: the run should stop (cancelled, or superseded by a later attempt)
+    stored: int  # epochs the job has stored, whichever attempt recorded them
+
+
+class NotReplicated(RedisError):
+    """No replica confirmed a write within REPLICA_WAIT_SECONDS: a failover now could forget it.
+
+    A RedisError like the others on purpose: the API answers it 503 with Retry-After, and a worker hands its
+    job back to the queue rather than acknowledge a start or an end that only the primary holds.
+    """
+
+
 class AttemptsExhausted(Exception):
     """A job was started more times than allowed: its worker died on every attempt."""
 
@@ -268,6 +285,14 @@ class DueJob:
     attempts: str  # as stored, for the compare-and-set of reconcile()
     device: str
     index: str  # the index of unfinished jobs it was found in: this release's, or the previous release's
+
+
+def replicas_missing(error: BaseException) -> bool:
+    """Whether the primary refused a write for want of replicas (its min-replicas-to-write is not met).
+
+    Said by the error's text, which a pipeline prefixes with the failed command's place in it.
+    """
+    return isinstance(error, ResponseError) and "NOREPLICAS Not enough good replicas" in str(error)
 
 
 def out_of_memory(error: BaseException | None) -> bool:
@@ -309,6 +334,8 @@ class JobStore:
         result_ttl_seconds: int | None = None,
         message_check_seconds: float = 30,
         attempt_deadline_seconds: float = 700,
+        replica_wait_seconds: float | None = None,
+        replica_patience_seconds: float = 0,
     ):
         self.redis = redis
         self.blocking = blocking or redis
@@ -318,6 +345,8 @@ class JobStore:
         self.max_attempts = max_attempts
         self.message_check_seconds = message_check_seconds
         self.attempt_deadline_seconds = attempt_deadline_seconds
+        self.replica_wait_seconds = replica_wait_seconds
+        self.replica_patience_seconds = replica_patience_seconds
         self._create = _Script(redis, "CREATE")
         self._discard = _Script(redis, "DISCARD")
         self._start = _Script(redis, "START")
@@ -336,15 +365,15 @@ class JobStore:
         """
         retry = PATIENT_RETRY if patient else IMPATIENT_RETRY
         common = {"health_check_interval": 30, "socket_connect_timeout": settings.redis_timeout_seconds}
-        redis = Redis.from_url(
-            settings.redis_url,
+        redis = connect(
+            settings,
             socket_timeout=settings.redis_timeout_seconds,
             retry=Retry(ExponentialWithJitterBackoff(base=retry.base, cap=retry.cap), retry.retries),
             **common,
         )
-        blocking = Redis.from_url(settings.redis_url, socket_timeout=BLOCKING_SOCKET_TIMEOUT_SECONDS, **common)
+        blocking = connect(settings, socket_timeout=BLOCKING_SOCKET_TIMEOUT_SECONDS, **common)
         bulk = None
-        if settings.bulk_redis_url not in (None, settings.redis_url):
+        if settings.bulk_redis_url and settings.bulk_redis_url != settings.redis_url:  # empty: share it
             bulk = Redis.from_url(settings.bulk_redis_url, socket_timeout=BULK_SOCKET_TIMEOUT_SECONDS, **common)
         return cls(
             redis,
@@ -355,6 +384,8 @@ class JobStore:
             result_ttl_seconds=settings.result_ttl_seconds,
             message_check_seconds=settings.message_check_seconds,
             attempt_deadline_seconds=settings.attempt_deadline_seconds,
+            replica_wait_seconds=settings.replica_wait_seconds if replicated(settings) else None,
+            replica_patience_seconds=REPLICA_PATIENCE_SECONDS if patient and replicated(settings) else 0,
         )
 
     # --- used by the API -------------------------------------------------------------------
@@ -394,13 +425,16 @@ class JobStore:
         inline = b"" if in_bulk else request.arrays
         args = [self.ttl, job_id, request_hash, route.capacity, inline, self.message_check_seconds, *fields]
         idempotency = idempotency_key_for(owner, idempotency_key) if idempotency_key else ""
-        created, *found = self._create(
-            keys, args, index=index_key_for(owner), idempotency=idempotency, queue=route.queue
+        (created, *found), replicas = self._replicated(
+            self._create, keys, args, index=index_key_for(owner), idempotency=idempotency, queue=route.queue
         )
         if created != 1 and in_bulk:
             self.bulk.delete(keys.arrays)  # refused or replayed: the arrays are not this job's
         if created < 0:
             raise QueueFull(route.queue)
+        if created and replicas < 1:  # not on a replica: no 202 for it
+            self.discard(job_id, owner)
+            raise NotReplicated(f"no replica confirmed job {job_id} within {self.replica_wait_seconds} s")
         if created:
             record["expires_at_ms"] = found[1].decode()
             return self._view({name: str(value) for name, value in record.items()}, None, 0, None), True
@@ -637,7 +671,11 @@ class JobStore:
         """
         keys = JobKeys.of(job_id)
         args = [self.ttl, _now(), self.max_attempts, INLINE_BYTES, device, self.attempt_deadline_seconds]
-        number, request_id, *stored = self._start(keys, args)
+        (number, request_id, *stored), replicas = self._replicated(self._start, keys, args)
+        if number > 0 and replicas < 1:  # unconfirmed: hand the job back, do not run an attempt a failover may forget
+            raise NotReplicated(
+                f"no replica confirmed attempt {number} of job {job_id} within {self.replica_wait_seconds} s"
+            )
         if number < 0:
             detail = (
                 f"the job was started {-number - 1} times and its worker died each time "
@@ -652,7 +690,7 @@ class JobStore:
         payload = inline or (self.bulk.get(keys.arrays) if skeleton else self.redis.get(keys.request))
         if payload is None:  # ended meanwhile (then this changes nothing), or its arrays were lost with the bulk Redis
             detail = (
-                "the job's arrays are gone from the bulk Redis (restarted without persistence: BULK_REDIS_URL); "
+                "the job's arrays are gone from the bulk Redis (BULK_REDIS_URL: its data was lost); "
                 "submit the job again"
             )
             problem = Problem(type="/problems/request-lost", title="Request lost", status=500, detail=detail)
@@ -661,13 +699,15 @@ class JobStore:
         request = Packed(skeleton, payload) if skeleton else Packed(payload, None)
         return Attempt(job_id, number, request, request_id.decode() or None)
 
-    def record_epochs(self, attempt: Attempt, first_epoch: int, losses: list[float]) -> bool:
+    def record_epochs(self, attempt: Attempt, first_epoch: int, losses: list[float]) -> "EpochsRecorded":
         """Record the losses of epochs first_epoch, first_epoch + 1, ... once, whatever the redeliveries.
 
-        Return False if the run should stop (cancelled, or superseded by a later attempt).
+        Say whether the run should go on (not cancelled, nor superseded by a later attempt) and how many epochs the
+        job has stored now.
         """
         args = [self.ttl, attempt.number, first_epoch, *map(repr, losses)]
-        return bool(self._record_epochs(JobKeys.of(attempt.job_id), args))
+        go_on, stored = self._while_replicas_missing(lambda: self._record_epochs(JobKeys.of(attempt.job_id), args))
+        return EpochsRecorded(bool(go_on), stored)
 
     def succeed(self, attempt: Attempt, result: bytes, run_seconds: float | None = None) -> str | None:
         """Finish the job with its packed result (shared.packing), or as cancelled if that was asked; None if not this
@@ -703,12 +743,46 @@ class JobStore:
                 # that has written runs to its end): the result rides along, at a few ms per MB, and the job ends now.
                 in_bulk = False
         args = [self.ttl, attempt, _now(), status, error, *timing, b"" if in_bulk else result, "1" if in_bulk else ""]
-        final = self._finish(keys, args)
+        final, replicas = self._replicated(self._finish, keys, args)
         if in_bulk and not final:
             self.bulk.delete(aside)  # not this attempt's to finish: its result is no one's
+        if replicas < 1:  # unconfirmed: keep the message (and the arrays), so a job a failover forgets runs again
+            raise NotReplicated(f"no replica confirmed the end of job {job_id} within {self.replica_wait_seconds} s")
         if final:
             self.bulk.delete(keys.arrays)
         return final.decode() if final else None
+
+    def _replicated(self, script: _Script, keys: JobKeys, args: list, **other_keys: str) -> tuple[object, int]:
+        """Run a script, then, with replicas, WAIT for one of them to hold its writes: its reply and how many did.
+
+        Both go in one pipeline, so WAIT runs on the connection that wrote (WAIT counts that connection's writes),
+        even when redis-py retries them on a new connection after a failover. Without replicas: the reply and 1.
+        """
+        if self.replica_wait_seconds is None:
+            return script(keys, args, **other_keys), 1
+
+        def write_and_wait() -> list:
+            with self.redis.pipeline(transaction=False) as pipe:
+                script(keys, args, client=pipe, **other_keys)
+                pipe.wait(1, max(1, int(self.replica_wait_seconds * 1000)))
+                return pipe.execute()
+
+        reply, replicas = self._while_replicas_missing(write_and_wait)
+        return reply, replicas
+
+    def _while_replicas_missing(self, call: Callable[[], object]):
+        """Call again, for up to replica_patience_seconds, while the primary refuses it for want of replicas.
+
+        Safe to repeat: Redis refuses a script at its first write, so a script refused so has written nothing.
+        """
+        deadline = time.monotonic() + self.replica_patience_seconds
+        while True:
+            try:
+                return call()
+            except ResponseError as error:
+                if not replicas_missing(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
 
     def _write(self, key: str, value: bytes, ttl: int) -> None:
         """SET a big value in the bulk Redis, in pieces; none of it is left behind if that fails."""

@@ -124,11 +124,12 @@ return {attempt, redis.call('HGET', record_key, 'request_id') or '', skeleton or
 
 # ARGV: ttl, attempt, first epoch, then the losses of that epoch and the ones after it. Each loss is appended, with
 # a progress event, only if it is the next epoch's: a redelivered attempt does not record an epoch twice.
-# Returns 1 to go on, 0 to stop (cancelled or superseded by a later attempt).
+# Returns {1 to go on or 0 to stop (cancelled or superseded by a later attempt), the number of epochs stored}: fewer
+# than the caller sent when a failover promoted a replica that missed the last batches, which the caller sends again.
 RECORD_EPOCHS = (
     _RESULT_TTL
     + """
-if redis.call('HGET', record_key, 'attempts') ~= ARGV[2] then return 0 end
+if redis.call('HGET', record_key, 'attempts') ~= ARGV[2] then return {0, redis.call('LLEN', losses_key)} end
 local recorded = 0
 for i = 4, #ARGV do
   local epoch = tonumber(ARGV[3]) + i - 4
@@ -143,8 +144,8 @@ if recorded > 0 then
   redis.call('EXPIRE', events_key, ARGV[1])
   redis.call('HINCRBY', metrics_key, 'epochs', recorded)
 end
-if redis.call('HGET', record_key, 'cancel_requested') then return 0 end
-return 1
+if redis.call('HGET', record_key, 'cancel_requested') then return {0, redis.call('LLEN', losses_key)} end
+return {1, redis.call('LLEN', losses_key)}
 """
 )
 

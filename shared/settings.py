@@ -3,7 +3,7 @@
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -14,10 +14,20 @@ class Settings(BaseSettings):
 
     # Where jobs, results and the Celery queue live. A plain str: RedisDsn rejects unix:// sockets.
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # Where request arrays and results over 64 KiB live (unset: REDIS_URL). A Redis of their own, without
-    # persistence, keeps their bytes and AOF writes from holding up every other job (docs/PERFORMANCE.md); the
-    # price: a restart of it loses them (queued big jobs then fail with an error that says so, results read 404).
+    # Where request arrays and results over 64 KiB live (unset: REDIS_URL). A Redis of their own keeps their
+    # bytes and AOF writes from holding up the queue's Redis (docs/PERFORMANCE.md). Not watched by the sentinels:
+    # under REDIS_SENTINELS, leave it unset and the big arrays go to the replicated primary too.
     bulk_redis_url: str | None = None
+    # High availability: the sentinels (comma-separated host:port) that watch the Redis primary named
+    # REDIS_SENTINEL_MASTER and its replicas. When set, every client finds the primary through them and follows a
+    # failover; REDIS_URL then gives only the servers' password and database number (shared.redis_clients).
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str = "convq"
+    # The sentinels' own password (their `requirepass`); unset: they need none.
+    redis_sentinel_password: str | None = None
+    # With sentinels, a submission and a job's start and end wait this long for a replica to confirm them (WAIT);
+    # below REDIS_TIMEOUT_SECONDS, or the wait would read as a lost Redis.
+    replica_wait_seconds: float = Field(0.25, gt=0)
     # Address the API listens on.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -89,6 +99,17 @@ class Settings(BaseSettings):
     # "production" refuses unsafe settings (a Redis without a password) instead of allowing them.
     environment: Literal["development", "production"] = "development"
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _host_port_list(cls, value: str | None) -> str | None:
+        host_ports(value or "")  # refuses a malformed list at start, not at the first connection
+        return value
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """REDIS_SENTINELS as (host, port) pairs; empty without sentinels."""
+        return host_ports(self.redis_sentinels or "")
+
     @property
     def soft_time_limit_seconds(self) -> int:
         return self.job_time_limit_seconds - max(1, self.job_time_limit_seconds // 20)
@@ -116,6 +137,17 @@ class Settings(BaseSettings):
         running on the same attempt with no message anywhere was acknowledged without being finished.
         """
         return self.redelivery_bound_seconds + self.restore_sweep_seconds
+
+
+def host_ports(value: str) -> list[tuple[str, int]]:
+    """ "a:1, b:2" as [("a", 1), ("b", 2)]; ValueError for an entry that is not host:port."""
+    addresses = []
+    for entry in filter(None, value.replace(" ", "").split(",")):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"expected host:port entries separated by commas; {entry!r} is not one")
+        addresses.append((host, int(port)))
+    return addresses
 
 
 @lru_cache

@@ -28,6 +28,11 @@ def check_settings(settings: Settings) -> None:
         problems.append(
             "MAX_HELD_REQUESTS must be below API_THREADS: streams and waiting submissions would take every thread"
         )
+    if settings.redis_sentinels and settings.replica_wait_seconds >= settings.redis_timeout_seconds:
+        problems.append(
+            "REPLICA_WAIT_SECONDS must be below REDIS_TIMEOUT_SECONDS: a wait for a replica as long as the socket "
+            "timeout ends as a timeout, and the write it waited for is then neither confirmed nor undone"
+        )
     if problems:
         raise ConfigurationError("convq cannot start: " + "; ".join(problems))
 
@@ -38,10 +43,14 @@ def warn_if_open(settings: Settings) -> None:
         log.warning("API keys are off (API_KEYS is empty): anyone who can reach this API may use it")
 
 
-def warn_about_redis(redis: Redis) -> None:
-    """Log a warning when Redis could lose or evict queued jobs; say so when it cannot be asked."""
+def warn_about_redis(redis: Redis, replicated: bool = False) -> None:
+    """Log a warning when Redis could lose or evict queued jobs; say so when it cannot be asked.
+
+    A `replicated` Redis (under sentinels) is also warned about when its primary takes writes with no replica.
+    """
     try:
         raw = redis.config_get("appendonly") | redis.config_get("maxmemory-policy")
+        raw |= redis.config_get("min-replicas-to-write") if replicated else {}
     except RedisError as error:
         log.warning("could not check Redis persistence settings: %s", error)
         return
@@ -51,6 +60,11 @@ def warn_about_redis(redis: Redis) -> None:
     if config.get("maxmemory-policy", "noeviction") != "noeviction":
         policy = config["maxmemory-policy"]
         log.warning("Redis maxmemory-policy is %s: Redis may evict queued jobs; use noeviction", policy)
+    if replicated and config.get("min-replicas-to-write") == "0":
+        log.warning(
+            "the Redis primary has min-replicas-to-write 0: cut off from its replicas, it keeps taking writes "
+            "that a failover on the other side discards; set it to 1 on every server"
+        )
 
 
 def _text(value: str | bytes) -> str:

@@ -16,6 +16,7 @@ from celery import Celery
 from kombu import Queue
 from redis import Redis
 
+from shared.redis_clients import broker_transport_options, broker_url
 from shared.response_models import JobKind
 from shared.settings import Settings
 
@@ -59,7 +60,7 @@ def route(settings: Settings, device: str, work: int) -> Route:
 
 def create_celery(settings: Settings) -> Celery:
     """Create the Celery app configured from settings."""
-    app = Celery("convq", broker=settings.redis_url, set_as_current=False)
+    app = Celery("convq", broker=broker_url(settings), set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],  # never pickle
@@ -85,7 +86,8 @@ def create_celery(settings: Settings) -> Celery:
             # Above kombu's 1 s BRPOP poll, or an idle worker would see timeouts.
             "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
             "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
-        },
+        }
+        | broker_transport_options(settings),
         broker_connection_retry_on_startup=True,
         # An error reply from Redis in the worker's consumer (a full Redis refuses kombu's bookkeeping of a
         # delivered message) restarts the consumer instead of ending the worker with "Unrecoverable error";

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -110,6 +111,23 @@ class RedisServer:
             return bool(client.ping())
         except RedisConnectionError:
             return False
+
+
+class HealthProbe(threading.Thread):
+    """GET /healthz every 0.1 s until stopped; keeps each answer's status (or error) and time."""
+
+    def __init__(self, url: str):
+        super().__init__(daemon=True)
+        self.url, self.answers, self.stopped = url, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.1):
+            started = time.monotonic()
+            try:
+                status = requests.get(f"{self.url}/healthz", timeout=5).status_code
+            except requests.RequestException as error:
+                status = repr(error)
+            self.answers.append((status, time.monotonic() - started))
 
 
 class Worker:

@@ -11,7 +11,6 @@ reconciler's sweep alone. The Redis here is this module's own (`own_redis_server
 not the suite's: its maxmemory changes.
 """
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,7 +26,7 @@ from shared.logs import redact
 from shared.packing import pack_request, pack_result, result_json
 from shared.request_models import CorrelationRequest
 from shared.settings import Settings
-from tests.support import RedisServer, Stack, finished_job, free_port, wait_until
+from tests.support import HealthProbe, RedisServer, Stack, finished_job, free_port, wait_until
 
 CLOCKS = {"RESTORE_SWEEP_SECONDS": "1", "JOB_TIME_LIMIT_SECONDS": "6", "REDELIVERY_MARGIN_SECONDS": "1"}
 TRAINING = {
@@ -65,23 +64,6 @@ def redis(own_redis_server):
 
 def settings_of(own_redis_server) -> Settings:
     return Settings(redis_url=own_redis_server.url, **{name.lower(): int(value) for name, value in CLOCKS.items()})
-
-
-class HealthProbe(threading.Thread):
-    """GET /healthz every 0.1 s until stopped; keeps each answer's status (or error) and time."""
-
-    def __init__(self, url: str):
-        super().__init__(daemon=True)
-        self.url, self.answers, self.stopped = url, [], threading.Event()
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.1):
-            started = time.monotonic()
-            try:
-                status = requests.get(f"{self.url}/healthz", timeout=5).status_code
-            except requests.RequestException as error:
-                status = repr(error)
-            self.answers.append((status, time.monotonic() - started))
 
 
 def worker_processes(stack: Stack) -> list[psutil.Process]:

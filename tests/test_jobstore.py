@@ -23,6 +23,7 @@ from shared.jobstore import (
 )
 from shared.packing import Packed
 from shared.response_models import Job, JobSummary, Problem
+from worker.progress import EpochRecorder
 
 REQUEST = Packed(b'{"input": {"shape": [1, 1], "dtype": "float32", "data": "\\u0000array-0"}}', b"\x00\x00\x80?")
 OWNER = "anonymous"
@@ -50,16 +51,42 @@ def test_a_new_job_is_queued_with_its_request_and_expires(store, redis_server):
 def test_a_redelivered_run_records_each_epoch_once_and_supersedes_the_first(store):
     job_id = store.create("kernel_training", REQUEST, OWNER, epochs=5)[0]["id"]
     first = store.start(job_id, "cpu")
-    assert store.record_epochs(first, 1, [10.0, 5.0]) and store.record_epochs(first, 3, [10.0 / 3])
+    assert store.record_epochs(first, 1, [10.0, 5.0]).go_on and store.record_epochs(first, 3, [10.0 / 3]).go_on
     second = store.start(job_id, "cpu")  # the message was redelivered: the first run may still be alive
     assert second.number == 2
-    assert store.record_epochs(second, 1, [10.0, 5.0]) and store.record_epochs(second, 3, [10.0 / 3, 2.5, 2.0])
-    assert not store.record_epochs(first, 4, [99.0])  # the first run is told to stop, and writes nothing
+    assert store.record_epochs(second, 1, [10.0, 5.0]) == (True, 3)  # already stored: not written again
+    assert store.record_epochs(second, 3, [10.0 / 3, 2.5, 2.0]) == (True, 5)
+    assert store.record_epochs(first, 4, [99.0]) == (False, 5)  # the first run is told to stop, and writes nothing
     assert store.succeed(first, b'{"stale": true}') is None
     assert store.succeed(second, b'{"fresh": true}') == "succeeded"
     page = store.losses(job_id, since=0)
     assert page["losses"] == [10.0, 5.0, 10.0 / 3, 2.5, 2.0] and page["epochs_done"] == 5
     assert orjson.loads(orjson.dumps(store.get(job_id)["result"])) == {"fresh": True}
+
+
+def forget_after_the_first_epoch(redis, keys: JobKeys) -> None:
+    """The job as a replica that received only the first batch holds it: one loss, one progress event."""
+    redis.ltrim(keys.losses, 0, 0)
+    [(first_id, fields)] = redis.xrange(keys.events, count=1)
+    redis.delete(keys.events)  # XDEL would keep the stream's last id, which the replica never saw
+    redis.xadd(keys.events, fields, id=first_id)
+
+
+def test_losses_a_failover_forgot_are_sent_again_so_each_epoch_is_stored_once(store, redis_server):
+    job_id = store.create("kernel_training", REQUEST, OWNER, epochs=6)[0]["id"]
+    recorder = EpochRecorder(store, store.start(job_id, "cpu"))
+    for epoch, loss in enumerate([6.0, 5.0, 4.0], 1):
+        recorder(epoch, loss)
+        recorder.flush()
+    forget_after_the_first_epoch(redis_server.client(), JobKeys.of(job_id))  # a replica that lagged is promoted
+    assert store.record_epochs(recorder.attempt, 4, [3.0]) == (True, 1)  # after a gap: nothing written, 1 stored
+    for epoch, loss in enumerate([3.0, 2.0], 4):
+        recorder(epoch, loss)
+    assert not recorder.flush()
+    recorder(6, 1.0)
+    assert not recorder.flush()
+    page = store.losses(job_id, since=0)
+    assert page["losses"] == [6.0, 5.0, 4.0, 3.0, 2.0, 1.0] and page["epochs_done"] == 6
 
 
 def test_a_finished_job_is_not_started_again(store):
@@ -88,9 +115,9 @@ def test_cancel_stops_a_queued_job_at_once_and_a_running_one_at_its_next_epoch(s
 
     running = store.create("kernel_training", REQUEST, OWNER, epochs=3)[0]["id"]
     attempt = store.start(running, "cpu")
-    assert store.record_epochs(attempt, 1, [1.0])
+    assert store.record_epochs(attempt, 1, [1.0]).go_on
     assert store.cancel(running) == "running"
-    assert not store.record_epochs(attempt, 2, [0.5])
+    assert not store.record_epochs(attempt, 2, [0.5]).go_on
     assert store.succeed(attempt, b"{}") == "cancelled"
     assert store.get(running)["result"] is None
     assert store.cancel(running) == "cancelled"
@@ -234,7 +261,7 @@ def test_big_arrays_and_results_live_in_the_bulk_redis_with_the_same_guarantees(
     assert not redis.keys(job_keys_pattern(job_id) + ":result*")  # the queue Redis holds no big bytes
 
     lost = store.create("correlation", big, OWNER)[0]["id"]
-    bulk.flushdb()  # the bulk Redis restarted without persistence
+    bulk.flushdb()  # the bulk Redis lost its data (a new volume, or run without persistence)
     assert store.start(lost, "cpu") is None
     job = store.get(lost)
     assert job["status"] == "failed" and orjson.loads(orjson.dumps(job["error"]))["title"] == "Request lost"

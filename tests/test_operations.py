@@ -58,6 +58,7 @@ def test_readiness_names_a_missing_redis(tmp_path):
         ({"environment": "production", "redis_url": "redis://redis:6379/0"}, "REDIS_URL has no password"),
         ({"torch_device": "cuda", "worker_concurrency": 2}, "TORCH_DEVICE=cuda needs WORKER_CONCURRENCY=1"),
         ({"job_time_limit_seconds": 1}, "JOB_TIME_LIMIT_SECONDS must be at least 2"),
+        ({"redis_sentinels": "s:26379", "replica_wait_seconds": 0.5}, "REPLICA_WAIT_SECONDS must be below"),
     ],
 )
 def test_inconsistent_or_unsafe_settings_are_refused(changes, complaint):

@@ -6,9 +6,9 @@ import warnings
 import torch
 from celery.exceptions import SecurityWarning
 from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
-from redis import Redis
 
 from shared.logs import configure_logging
+from shared.redis_clients import connect, replicated
 from shared.settings import get_settings
 from shared.startup import check_settings, warn_about_redis
 from shared.taskqueue import create_celery
@@ -34,8 +34,8 @@ _reconciler = Reconciler(app, get_settings())
 
 @worker_ready.connect
 def _check_redis(**_) -> None:
-    with Redis.from_url(get_settings().redis_url, socket_timeout=5) as redis:
-        warn_about_redis(redis)
+    with connect(get_settings(), socket_timeout=5) as redis:
+        warn_about_redis(redis, replicated(get_settings()))
 
 
 @worker_ready.connect

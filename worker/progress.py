@@ -28,30 +28,35 @@ class ProgressNotRecorded(Exception):
 
 
 class EpochRecorder:
-    """The training loop's on_epoch callback: buffer each loss, write them in batches, say when to stop."""
+    """The training loop's on_epoch callback: keep each loss, write them in batches, say when to stop.
+
+    Every loss of the attempt is kept (a float an epoch), so that losses the job store no longer has (a failover
+    promoted a replica that missed the last batches) are sent again with the next batch: each epoch is stored once.
+    """
 
     def __init__(self, store: JobStore, attempt: Attempt):
         self.store, self.attempt = store, attempt
-        self._pending: list[float] = []
-        self._first_pending = 1
+        self._losses: list[float] = []
+        self._sent = 0  # losses written at the last flush...
+        self._stored = 0  # ...and how many epochs the job store said it holds then
         self._flushed_at = -FLUSH_SECONDS
         self._stop = False
 
     def __call__(self, epoch: int, loss: float) -> bool:
-        if not self._pending:
-            self._first_pending = epoch
-        self._pending.append(loss)
+        self._losses.append(loss)  # epochs come in order from 1: this is epoch len(self._losses)
         return self.flush() if time.monotonic() - self._flushed_at >= FLUSH_SECONDS else False
 
     def flush(self) -> bool:
-        """Write the losses not yet written; return True if the run should stop."""
-        if self._pending:
+        """Write the losses not yet written (and any the job store lost); return True if the run should stop."""
+        if len(self._losses) > self._sent:
+            first = min(self._sent, self._stored) + 1
             try:
-                self._stop = not self.store.record_epochs(self.attempt, self._first_pending, self._pending)
+                recorded = self.store.record_epochs(self.attempt, first, self._losses[first - 1 :])
             except (RedisConnectionError, RedisTimeoutError):
                 raise  # Redis away: the job goes back to the queue (worker.runner)
             except RedisError as error:
-                raise ProgressNotRecorded(self._first_pending, error) from error
-            self._pending = []
+                raise ProgressNotRecorded(first, error) from error
+            self._stop, self._stored = not recorded.go_on, recorded.stored
+            self._sent = len(self._losses)
             self._flushed_at = time.monotonic()
         return self._stop

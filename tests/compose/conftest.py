@@ -32,15 +32,16 @@ REPORT: dict[str, str] = {}
 class Compose:
     """`docker compose` on the copied tree, with its generated .env."""
 
-    def __init__(self, tree: Path, env: dict[str, str]):
-        self.tree = tree
-        self.env = {**os.environ, **env}
-        self.settings = dict(re.findall(r"^(\w+)=(.*)$", (tree / ".env").read_text(), re.M))
+    def __init__(self, tree: Path, env: dict[str, str], project: str = PROJECT, **overrides: str):
+        """`overrides` take the place of .env's settings of the same name (compose prefers the environment's)."""
+        self.tree, self.project = tree, project
+        self.env = {**os.environ, **env, **overrides}
+        self.settings = dict(re.findall(r"^(\w+)=(.*)$", (tree / ".env").read_text(), re.M)) | overrides
         self.api = f"http://127.0.0.1:{self.settings['API_PORT']}"
 
     def __call__(self, *args: str, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
         files = ["-f", "docker-compose.yml", "-f", "docker-compose.proxy.yml"]
-        command = ["docker", "compose", "--project-name", PROJECT, *files, *args]
+        command = ["docker", "compose", "--project-name", self.project, *files, *args]
         return run(*command, cwd=self.tree, env={**self.env, **env}, timeout=timeout)
 
     def containers(self, service: str) -> list[str]:
@@ -123,6 +124,12 @@ def compose(engine, tmp_path_factory):
         with contextlib.suppress(RuntimeError):  # a failed teardown must not hide the failure that caused it
             stack("--profile", "monitoring", "down", "--volumes", timeout=300)
         pip.stop()
+
+
+@pytest.fixture(scope="session")
+def report() -> dict[str, str]:
+    """Figures for the summary, by name. Through this fixture: a test module importing this file gets a copy of it."""
+    return REPORT
 
 
 def image_sizes(base: str) -> str:
