@@ -26,7 +26,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import orjson
 import pytest
 import requests
 from redis.backoff import ExponentialWithJitterBackoff
@@ -34,11 +33,19 @@ from redis.retry import Retry
 
 from api import create_app
 from shared.jobstore import PATIENT_RETRY, JobKeys, JobStore, NotReplicated, job_keys_pattern
+from shared.packing import Packed, pack_request, pack_result
 from shared.redis_clients import connect
+from shared.request_models import CorrelationRequest, KernelTrainingRequest, Request
 from shared.settings import Settings
 from shared.startup import warn_about_redis
 from tests.replication import PASSWORD, SENTINEL_PASSWORD, ReplicatedRedis
 from tests.support import HealthProbe, Stack, finished_job, wait_until
+
+
+def packed(model: type[Request], body: dict) -> Packed:
+    """A request as the API stores it."""
+    return pack_request(model.model_validate(body))
+
 
 CLOCKS = {"RESTORE_SWEEP_SECONDS": "1", "JOB_TIME_LIMIT_SECONDS": "20", "REDELIVERY_MARGIN_SECONDS": "1"}
 REDIS_URL = f"redis://:{PASSWORD}@127.0.0.1:6379/0"  # with sentinels, only its password and database count
@@ -260,12 +267,12 @@ def test_a_submission_no_replica_confirms_in_time_gets_503_and_is_not_kept(setti
 def test_a_start_or_an_end_no_replica_confirms_is_not_taken_for_done(settings, replicated):
     """The worker hands the job back on NotReplicated (a RedisError: worker.runner), so its message runs again."""
     store = JobStore.from_settings(settings, patient=True)
-    job_id = store.create("correlation", orjson.dumps(tiny(1)), "unconfirmed")[0]["id"]
+    job_id = store.create("correlation", packed(CorrelationRequest, tiny(1)), "unconfirmed")[0]["id"]
     with replicas_silent(replicated), pytest.raises(NotReplicated, match="attempt 1"):
         store.start(job_id, "cpu")
     attempt = store.start(job_id, "cpu")  # the message again, replicas back
     with replicas_silent(replicated), pytest.raises(NotReplicated, match="the end"):
-        store.succeed(attempt, b'{"output": [[2.0, 2.0]]}')
+        store.succeed(attempt, pack_result({"output": [[2.0, 2.0]]}, "lists"))
     assert store.start(job_id, "cpu") is None  # that end did reach the replicas: the message is dropped then
     assert store.get(job_id)["status"] == "succeeded"
 
@@ -274,7 +281,7 @@ def test_a_worker_rides_out_a_primary_short_of_replicas(settings, replicated):
     """NOREPLICAS in a failover's first seconds (the other replicas not yet following the new primary): a worker's
     start and its training's losses wait for them, where a handed-back message could not even be requeued."""
     store = JobStore.from_settings(settings, patient=True)
-    job_id = store.create("kernel_training", orjson.dumps(TRAINING), "short", epochs=EPOCHS)[0]["id"]
+    job_id = store.create("kernel_training", packed(KernelTrainingRequest, TRAINING), "short", epochs=EPOCHS)[0]["id"]
     primary = replicated.primary().client()
     with ThreadPoolExecutor(1) as pool:
         primary.config_set("min-replicas-to-write", 3)  # two replicas: not met
@@ -321,7 +328,7 @@ def test_what_waiting_for_a_replica_costs_a_submission(settings, replicated):
         assert clients[name].post("/v1/correlations", json=tiny(number)).status_code == 202
 
     def create(name: str, number: int) -> None:
-        job_id = stores[name].create("correlation", orjson.dumps(tiny(number)), "wait-cost")[0]["id"]
+        job_id = stores[name].create("correlation", packed(CorrelationRequest, tiny(number)), "wait-cost")[0]["id"]
         stores[name].discard(job_id, "wait-cost")  # no message was sent: leave nothing for the reconciler
 
     for what, call in (("POST /v1/correlations", submit), ("job-store create + discard", create)):
