@@ -10,6 +10,7 @@ import time
 
 from flask import Blueprint, Response, current_app
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.problems import ProblemError
@@ -33,7 +34,7 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when Redis answers and at least one worker answers a ping, checked at most every 2 s."""
+    """Ready when both Redises answer and at least one worker answers a ping, checked at most every 2 s."""
     probe = current_app.extensions.setdefault("convq.readiness", Readiness())
     problem, body = probe.check(runtime())
     if problem is not None:
@@ -73,6 +74,13 @@ class Readiness:
                 f"{memory.max_mib:.1f} MiB, so submissions are refused (507) until jobs expire or room is made"
             )
             return _not_ready(detail), None
+        try:
+            rt.store.ping_bulk()
+        except RedisError as error:
+            log.warning("readiness: the bulk Redis is not reachable: %s", error)
+            return _not_ready(
+                "the bulk Redis (BULK_REDIS_URL) is not reachable: big arrays can be neither stored nor read"
+            ), None
         try:
             workers = rt.queue.control.ping(timeout=WORKER_PING_TIMEOUT_SECONDS)
         except Exception as error:

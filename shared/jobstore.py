@@ -604,6 +604,10 @@ class JobStore:
     def ping(self) -> bool:
         return bool(self.redis.ping())
 
+    def ping_bulk(self) -> bool:
+        """The bulk Redis's answer (the same Redis's when big arrays share it)."""
+        return bool(self.bulk.ping())
+
     def memory(self) -> "Memory":
         """How much memory Redis uses, its limit, and whether it takes a write now (a tiny key, soon gone)."""
         try:

@@ -46,6 +46,13 @@ def test_readiness_follows_the_worker_and_redis(private, tmp_path):
     worker.stop()
 
 
+def test_readiness_names_a_missing_bulk_redis(private):
+    settings, _ = private
+    client = create_app(settings.model_copy(update={"bulk_redis_url": "redis://127.0.0.1:1/0"})).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503 and response.get_json()["detail"].startswith("the bulk Redis")
+
+
 def test_readiness_names_a_missing_redis(tmp_path):
     client = create_app(Settings(redis_url="redis://127.0.0.1:1/0")).test_client()
     response = client.get("/readyz")
