@@ -361,35 +361,42 @@ def tiny_beside_big(url: str, scale: int, rounds: int = 3) -> Comparison:
 def redis_cost(
     running: stacks.Stacks, label: str, one_job: Callable[[requests.Session], object], jobs: int
 ) -> list[str]:
-    """What one job costs each Redis, measured over `jobs` jobs one after another (results retained): the queue
-    Redis's AOF bytes written, each Redis's memory kept, commands run and time spent running them (commandstats:
-    the time that Redis's one thread is busy, so 1 s over it is where that Redis saturates)."""
+    """What one job costs each Redis, measured over `jobs` jobs one after another (results retained): the AOF bytes
+    each Redis wrote, the memory it kept, the commands it ran and the time spent running them (commandstats: the
+    time that Redis's one thread is busy, so 1 s over it is where that Redis saturates)."""
     redises = {"queue": Redis.from_url(running.redis_url), "bulk": Redis.from_url(running.bulk_redis_url)}
-    queue = redises["queue"]
-    rewrite_at = queue.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"]
-    queue.config_set("auto-aof-rewrite-percentage", 0)  # no rewrite in the middle: the AOF only grows
+    rewrite_at = {name: redis.config_get("auto-aof-rewrite-percentage") for name, redis in redises.items()}
+    for redis in redises.values():
+        redis.config_set("auto-aof-rewrite-percentage", 0)  # no rewrite in the middle: the AOF only grows
     try:
-        aof_before = queue.info("persistence")["aof_current_size"]
-        memory_before = {name: redis.info("memory")["used_memory"] for name, redis in redises.items()}
+        for redis in redises.values():  # a rewrite that began before would shrink the AOF mid-measure
+            while redis.info("persistence").get("aof_rewrite_in_progress"):
+                time.sleep(0.05)
+        before = {name: _redis_sizes(redis) for name, redis in redises.items()}
         for redis in redises.values():
             redis.config_resetstat()
         with requests.Session() as http:
             for _ in range(jobs):
                 one_job(http)
-        aof = (queue.info("persistence")["aof_current_size"] - aof_before) / jobs
-        lines = [f"{label}: queue Redis AOF {aof / 1024:,.1f} KB written per job"]
+        lines = []
         for name, redis in redises.items():
-            kept = (redis.info("memory")["used_memory"] - memory_before[name]) / jobs
+            aof, kept = ((after - start) / jobs for after, start in zip(_redis_sizes(redis), before[name], strict=True))
             stats = redis.info("commandstats")
             calls = sum(stat["calls"] for stat in stats.values()) / jobs
             busy = sum(stat["usec"] for stat in stats.values()) / jobs
             lines.append(
-                f"{label}: {name} Redis {kept / 1024:,.1f} KB kept, {calls:.1f} commands, "
-                f"{busy / 1000:.2f} ms busy per job (saturates near {1e6 / max(busy, 1):,.0f} such jobs/s)"
+                f"{label}: {name} Redis AOF {aof / 1024:,.1f} KB written, {kept / 1024:,.1f} KB kept, {calls:.1f} "
+                f"commands, {busy / 1000:.2f} ms busy per job (saturates near {1e6 / max(busy, 1):,.0f} such jobs/s)"
             )
     finally:
-        queue.config_set("auto-aof-rewrite-percentage", rewrite_at)
+        for name, redis in redises.items():
+            redis.config_set("auto-aof-rewrite-percentage", rewrite_at[name]["auto-aof-rewrite-percentage"])
     return lines
+
+
+def _redis_sizes(redis: Redis) -> tuple[int, int]:
+    """The size of a Redis's append-only file (0 without one) and the memory it uses, in bytes."""
+    return redis.info("persistence").get("aof_current_size", 0), redis.info("memory")["used_memory"]
 
 
 def redis_costs(running: stacks.Stacks) -> list[str]:
