@@ -122,18 +122,30 @@ def get_output_image(job_id: str) -> Response:
 @bp.get("/jobs/<job_id>/output.npy")
 def get_output_npy(job_id: str) -> Response:
     """A succeeded correlation's output as an .npy file (float32)."""
-    return _result_npy(job_id, "correlation", "output", (2, 3))
+    return _result_npy(job_id, "correlation")
 
 
 @bp.get("/jobs/<job_id>/kernel.npy")
 def get_kernel_npy(job_id: str) -> Response:
     """A succeeded training's learned kernel as an .npy file (float32)."""
-    return _result_npy(job_id, "kernel_training", "kernel", (2, 3, 4))
+    return _result_npy(job_id, "kernel_training")
 
 
-def _result_npy(job_id: str, kind: JobKind, field: str, dimensions: tuple[int, ...]) -> Response:
-    store, parsed = runtime().store, _parse_id(job_id)
-    job = _existing(job_id, store.get(parsed, g.caller, with_result=False))
+# The array each kind of job answers as .npy: its result's field, and the dimensions that field may have.
+NPY_ARRAYS: dict[JobKind, tuple[str, tuple[int, ...]]] = {
+    "correlation": ("output", (2, 3)),
+    "kernel_training": ("kernel", (2, 3, 4)),
+}
+
+
+def _result_npy(job_id: str, kind: JobKind) -> Response:
+    job = _existing(job_id, runtime().store.get(_parse_id(job_id), g.caller, with_result=False))
+    return _npy_response(job, kind)
+
+
+def _npy_response(job: dict, kind: JobKind) -> Response:
+    """The array of a job of `kind` as an .npy file, or why not (404 for another kind of job, 409 unless succeeded)."""
+    job_id, (field, dimensions) = job["id"], NPY_ARRAYS[kind]
     if job["kind"] != kind:
         other = "a correlation" if job["kind"] == "correlation" else "a kernel training"
         raise _not_found(job_id, f"is {other}: it has no {field}.npy")
@@ -141,8 +153,8 @@ def _result_npy(job_id: str, kind: JobKind, field: str, dimensions: tuple[int, .
         detail = f"job {job_id!r} is {job['status']}: only a succeeded job has its {field}.npy"
         problem = Problem(type="/problems/no-output", title="Conflict", status=409, detail=detail)
         raise ProblemError(problem, _retry_unless_finished(job["status"]))
-    array = result_array(_existing_result(job_id, store.result(parsed)), field, dimensions)
-    disposition = f'attachment; filename="{parsed}-{field}.npy"'
+    array = result_array(_existing_result(job_id, runtime().store.result(job_id)), field, dimensions)
+    disposition = f'attachment; filename="{job_id}-{field}.npy"'
     return Response(npy_bytes(array), mimetype=NPY, headers={"Content-Disposition": disposition})
 
 
@@ -206,7 +218,7 @@ def _submit(
         finally:
             holds.give_back(caller)
     if job["status"] == "succeeded" and _wants_npy():  # the array itself: one round trip, no JSON of it
-        response = get_output_npy(job["id"]) if kind == "correlation" else get_kernel_npy(job["id"])
+        response = _npy_response(job, kind)  # the job just read: not read again
         response.headers.update(headers)
         return response
     return _job_response(job, status=200 if job["status"] in FINISHED else 202, headers=headers)
