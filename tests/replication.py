@@ -11,7 +11,7 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
-from tests.support import free_port, stop, wait_until
+from tests.support import RedisServer, free_port, stop, wait_until
 
 PASSWORD = "replicated-test-password"
 SENTINEL_PASSWORD = "sentinel-test-password"
@@ -20,48 +20,21 @@ DOWN_AFTER_MS = 2000  # how long the primary must be silent before the sentinels
 FAILOVER_TIMEOUT_MS = 5000
 
 
-class Node:
+class Node(RedisServer):
     """One redis-server (primary or replica) with its own folder and port; restartable with the same data."""
 
-    def __init__(self, binary: str, directory: Path, replica_of: int | None):
-        self.binary, self.directory, self.replica_of = binary, directory, replica_of
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
+    def __init__(self, directory: Path, replica_of: int | None):
         directory.mkdir(parents=True, exist_ok=True)
-
-    def start(self) -> "Node":
-        args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
-        args += ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"]
-        args += ["--requirepass", PASSWORD, "--masterauth", PASSWORD]
-        args += ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10", "--repl-diskless-sync-delay", "0"]
-        if self.replica_of is not None:
-            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
-        with open(self.directory / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._answers, 10, f"redis-server on port {self.port}")
-        assert self.client().info("server")["process_id"] == self.process.pid
-        return self
+        options = ["--masterauth", PASSWORD, "--repl-diskless-sync-delay", "0"]
+        options += ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
+        options += ["--replicaof", "127.0.0.1", str(replica_of)] if replica_of is not None else []
+        super().__init__(directory, append_only=True, password=PASSWORD, options=tuple(options))
 
     def client(self) -> Redis:
         return Redis(port=self.port, password=PASSWORD, socket_timeout=1)
 
     def role(self) -> dict:
         return self.client().info("replication")
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no final write of anything."""
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop(self.process)
-
-    def _answers(self) -> bool:
-        try:
-            return bool(self.client().ping())
-        except RedisError:
-            return False
 
 
 class Sentinel:
@@ -108,8 +81,8 @@ class ReplicatedRedis:
     """A primary, `replicas` replicas of it and three sentinels watching them."""
 
     def __init__(self, binary: str, directory: Path, replicas: int = 2):
-        primary = Node(binary, directory / "node-0", None)
-        self.nodes = [primary] + [Node(binary, directory / f"node-{i}", primary.port) for i in range(1, replicas + 1)]
+        primary = Node(directory / "node-0", None)
+        self.nodes = [primary] + [Node(directory / f"node-{i}", primary.port) for i in range(1, replicas + 1)]
         self.sentinels = [Sentinel(binary, directory / f"sentinel-{i}", primary.port) for i in range(3)]
 
     @property

