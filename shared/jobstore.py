@@ -42,7 +42,7 @@ from redis.retry import Retry
 
 from shared import jobstore_scripts as scripts
 from shared.packing import Packed, result_json
-from shared.redis_clients import connect, replicated
+from shared.redis_clients import connect, from_url, replicated
 from shared.response_models import Job, JobKind, JobSummary, Problem
 from shared.settings import Settings
 from shared.taskqueue import UNCHECKED_CPU_QUEUE, QueueFull, Route
@@ -374,7 +374,7 @@ class JobStore:
         blocking = connect(settings, socket_timeout=BLOCKING_SOCKET_TIMEOUT_SECONDS, **common)
         bulk = None
         if settings.bulk_redis_url and settings.bulk_redis_url != settings.redis_url:  # empty: share it
-            bulk = Redis.from_url(settings.bulk_redis_url, socket_timeout=BULK_SOCKET_TIMEOUT_SECONDS, **common)
+            bulk = from_url(settings.bulk_redis_url, socket_timeout=BULK_SOCKET_TIMEOUT_SECONDS, **common)
         return cls(
             redis,
             settings.job_ttl_seconds,
@@ -790,7 +790,7 @@ class JobStore:
 
     def _write(self, key: str, value: bytes, ttl: int) -> None:
         """SET a big value in the bulk Redis, in pieces; none of it is left behind if that fails."""
-        # In pieces: redis-py with hiredis copies a command's arguments into one buffer (a big request twice).
+        # In pieces, so that the bulk Redis never reads one huge command (its query buffer holds it whole).
         view = memoryview(value).cast("B")
         try:
             self.bulk.set(key, view[:WRITE_BYTES], ex=ttl)

@@ -23,6 +23,7 @@ from shared.jobstore import (
 )
 from shared.packing import Packed
 from shared.response_models import Job, JobSummary, Problem
+from shared.settings import Settings
 from worker.progress import EpochRecorder
 
 REQUEST = Packed(b'{"input": {"shape": [1, 1], "dtype": "float32", "data": "\\u0000array-0"}}', b"\x00\x00\x80?")
@@ -268,3 +269,16 @@ def test_big_arrays_and_results_live_in_the_bulk_redis_with_the_same_guarantees(
     cancelled = store.create("correlation", big, OWNER)[0]["id"]
     store.cancel(cancelled)
     assert not bulk.exists(JobKeys.of(cancelled).arrays)
+
+
+def test_big_values_go_to_either_redis_as_they_are_without_a_copy(redis_server, own_redis_server):
+    # hiredis's packer copied a 4 MB value at about 0.5 GB/s: 9 ms of CPU a SET (shared.redis_clients).
+    settings = Settings(redis_url=redis_server.url, bulk_redis_url=own_redis_server.url)
+    store = JobStore.from_settings(settings)
+    value = bytes(INLINE_BYTES + 1)
+    for client in (store.redis, store.bulk):
+        connection = client.connection_pool.get_connection()
+        try:
+            assert any(part is value for part in connection.pack_command("SET", "key", value))
+        finally:
+            client.connection_pool.release(connection)
