@@ -790,7 +790,7 @@ class JobStore:
 
     def _write(self, key: str, value: bytes, ttl: int) -> None:
         """SET a big value in the bulk Redis, in pieces; none of it is left behind if that fails."""
-        # In pieces, so that the bulk Redis never reads one huge command (its query buffer holds it whole).
+        # In pieces: Redis holds a command's whole argument, and a copy in its AOF buffer, before it runs it.
         view = memoryview(value).cast("B")
         try:
             self.bulk.set(key, view[:WRITE_BYTES], ex=ttl)
