@@ -3,6 +3,7 @@
 from flask import Flask
 
 from api import access, docs, health, holds, problems, telemetry, v1, web
+from api.big_requests import yielding_when_big
 from api.runtime import Runtime
 from shared.jobstore import JobStore
 from shared.logs import configure_logging
@@ -29,4 +30,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(v1.bp)
     app.register_blueprint(docs.bp)
     app.register_blueprint(web.bp)
+    app.wsgi_app = yielding_when_big(app.wsgi_app, settings.big_work_niceness)
     return app

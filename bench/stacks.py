@@ -17,6 +17,7 @@ import psutil
 import requests
 from celery import Task
 
+from shared.settings import get_settings
 from tests.support import REPO, free_port, stop, wait_until
 
 WORKER_PROCESSES = 2
@@ -65,7 +66,8 @@ class Stacks:
         try:
             self._start("redis", ["bin/embedded-redis"])
             bulk_redis = {"REDIS_PORT": str(self.bulk_redis_port), "REDIS_DIR": str(self.folder / "bulk-redis")}
-            self._start("bulk redis", ["bin/embedded-redis"], **bulk_redis)
+            niceness = str(get_settings().big_work_niceness)  # as make run starts it
+            self._start("bulk redis", ["nice", "-n", niceness, "bin/embedded-redis"], **bulk_redis)
             self._start("convq api", ["bin/api"])
             self._start("convq worker", ["bin/worker"])
             gunicorn = ["gunicorn", "--workers", "2", "--worker-class", "gthread", "--threads", "64"]

@@ -196,6 +196,11 @@ class Attempt:
     request: Packed
     request_id: str | None  # of the HTTP request that submitted the job, for the logs
 
+    @property
+    def big(self) -> bool:
+        """Whether its request's arrays are over INLINE_BYTES (kept in the bulk Redis)."""
+        return len(self.request.arrays or self.request.skeleton) > INLINE_BYTES
+
 
 @dataclass(frozen=True)
 class Event:

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # With sentinels, a submission and a job's start and end wait this long for a replica to confirm them (WAIT);
     # below REDIS_TIMEOUT_SECONDS, or the wait would read as a lost Redis.
     replica_wait_seconds: float = Field(0.25, gt=0)
+    # The thread that handles a request of over 64 KiB (API) or runs a job whose arrays are (worker) takes this
+    # much more niceness meanwhile, so that small jobs win the cores (shared.priority); 0: the same priority.
+    big_work_niceness: int = Field(10, ge=0, le=19)
     # Address the API listens on.
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

@@ -32,6 +32,7 @@ from services import EpochCallback, OutputNotFinite, TrainingDiverged, pick_devi
 from shared import logs
 from shared.jobstore import Attempt, AttemptsExhausted, JobStore, out_of_memory
 from shared.packing import load_request
+from shared.priority import lowered
 from shared.response_models import Problem
 from shared.settings import get_settings
 from worker.progress import EpochRecorder, ProgressNotRecorded
@@ -67,7 +68,8 @@ def run_job(job_id: str, request_model: type[BaseModel], compute: Compute) -> No
         request_token = logs.request_id.set(attempt.request_id)
         try:
             log.info("attempt %d started", attempt.number)
-            _run(store, attempt, load_request(request_model, attempt.request), compute)
+            with lowered(get_settings().big_work_niceness if attempt.big else 0):  # small jobs first
+                _run(store, attempt, load_request(request_model, attempt.request), compute)
         finally:
             logs.request_id.reset(request_token)
     except AttemptsExhausted as exhausted:
