@@ -68,11 +68,17 @@ def median_time(work: Callable[[], object], repeat: int, warmup: int = 1) -> flo
 
 def side_by_side(convq: Callable[[], float], baseline: Callable[[], float], rounds: int) -> tuple[float, float]:
     """Medians of `rounds` measurements of each, taken alternately."""
-    ours, theirs = [], []
+    ours, theirs = interleaved([convq, baseline], rounds)
+    return ours, theirs
+
+
+def interleaved(measures: list[Callable[[], float]], rounds: int) -> list[float]:
+    """Medians of `rounds` measurements of each measure, taken in turn."""
+    taken: list[list[float]] = [[] for _ in measures]
     for _ in range(rounds):
-        ours.append(convq())
-        theirs.append(baseline())
-    return statistics.median(ours), statistics.median(theirs)
+        for measure, values in zip(measures, taken, strict=True):
+            values.append(measure())
+    return [statistics.median(values) for values in taken]
 
 
 # --- the core, in process ----------------------------------------------------------------------
@@ -264,20 +270,31 @@ def convq_npy_job(url: str, http: requests.Session, X: bytes, K: bytes) -> np.nd
     return np.load(io.BytesIO(response.content))
 
 
-def big_npy(url: str, scale: int) -> Comparison:
-    """A 1024 x 1024 correlation as .npy in and out vs np.load + the same core + np.save in one process."""
+def big_npy(running: stacks.Stacks, scale: int) -> Comparison:
+    """A 1024 x 1024 correlation as .npy in and out vs np.load + the same core + np.save in one process; and the
+    floor of such a job under convq's design (bench/floor.py), measured in turn with both."""
     X, K = map(npy_file, big_arrays())
 
     def in_process() -> bytes:
         output = corr2d(torch.from_numpy(np.load(io.BytesIO(X))), torch.from_numpy(np.load(io.BytesIO(K))))
         return npy_file(output.contiguous().numpy())
 
+    def floor(http: requests.Session) -> None:
+        assert len(http.post(f"{running.floor_url}/bytes", data=X, timeout=120).content) == len(X)
+
     with requests.Session() as http, torch_threads(stacks.WORKER_THREADS):
-        ours, theirs = side_by_side(
-            lambda: median_time(lambda: convq_npy_job(url, http, X, K), 5 * scale),
-            lambda: median_time(in_process, 5 * scale),
+        ours, theirs, least = interleaved(
+            [
+                lambda: median_time(lambda: convq_npy_job(running.convq_url, http, X, K), 5 * scale),
+                lambda: median_time(in_process, 5 * scale),
+                lambda: median_time(lambda: floor(http), 5 * scale),
+            ],
             3,
         )
+    print(
+        f"floor of a 1024 x 1024 .npy job (bench/floor.py: its bytes through HTTP and the bulk Redis, nothing else): "
+        f"{least * 1000:.3g} ms, so e2e_1024_npy_vs_inprocess is at most {theirs / least:.2f}x on this machine"
+    )
     return Comparison("e2e_1024_npy_vs_inprocess", ours, theirs, "s", 0.15)
 
 
@@ -451,7 +468,7 @@ def big(scale: int) -> tuple[list[Comparison], list[str]]:
 
 def big_lines(running: stacks.Stacks, scale: int) -> tuple[list[Comparison], list[str]]:
     comparisons = [
-        big_npy(running.convq_url, scale),
+        big_npy(running, scale),
         big_vs_bare(running.convq_url, running.bare_url, scale),
         tiny_beside_big(running.convq_url, scale),
     ]

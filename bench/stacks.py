@@ -2,7 +2,8 @@
 
 Both services get the same machine, the same Redis (different databases; convq's big arrays go to a bulk Redis
 of their own, as `make run` and compose start it),
-two worker processes each and gunicorn with the same workers and threads.
+two worker processes each and gunicorn with the same workers and threads. The floor of a big job
+(bench/floor.py) runs on that gunicorn too, with convq's bulk Redis.
 """
 
 import os
@@ -42,8 +43,9 @@ class Stacks:
         self.peaks: dict[str, float] = {}
         self._stopping = threading.Event()
         self._watcher = threading.Thread(target=self._watch_memory, daemon=True)
-        redis_port, bulk_redis_port, convq_port, bare_port = free_port(), free_port(), free_port(), free_port()
+        redis_port, bulk_redis_port, convq_port, bare_port, floor_port = (free_port() for _ in range(5))
         self.convq_url, self.bare_url = f"http://127.0.0.1:{convq_port}", f"http://127.0.0.1:{bare_port}"
+        self.floor_url = f"http://127.0.0.1:{floor_port}"
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         self.bulk_redis_url = f"redis://127.0.0.1:{bulk_redis_port}/0"
         self.bulk_redis_port = bulk_redis_port
@@ -60,6 +62,7 @@ class Stacks:
             "WORKER_CONCURRENCY": str(WORKER_PROCESSES),
             "SUBMIT_RATE_LIMIT": "1000000/minute",
             "BENCH_REDIS_URL": self.bare_redis_url,
+            "BENCH_BULK_REDIS_URL": self.bulk_redis_url,
         }
 
     def __enter__(self) -> "Stacks":
@@ -72,6 +75,7 @@ class Stacks:
             self._start("convq worker", ["bin/worker"])
             gunicorn = ["gunicorn", "--workers", "2", "--worker-class", "gthread", "--threads", "64"]
             self._start("bare api", [*gunicorn, "--bind", self.bare_url.removeprefix("http://"), "bench.bare:api"])
+            self._start("floor api", [*gunicorn, "--bind", self.floor_url.removeprefix("http://"), "bench.floor:api"])
             bare_worker = ["celery", "--app", "bench.bare", "worker", "--concurrency", str(WORKER_PROCESSES)]
             self._start("bare worker", [*bare_worker, "--queues", "bare", "--loglevel", "WARNING"], OMP_NUM_THREADS="1")
             self._wait_until_ready()
@@ -92,7 +96,9 @@ class Stacks:
         self.processes[name] = subprocess.Popen(command, cwd=REPO, env=self.env | env, stdout=log, stderr=log)
 
     def _wait_until_ready(self, timeout: float = 60) -> None:
-        wait_until(self._ready, timeout, f"convq and the bare baseline (logs in {self.folder})", interval=0.2)
+        wait_until(
+            self._ready, timeout, f"convq, the bare baseline and the floor (logs in {self.folder})", interval=0.2
+        )
 
     def _ready(self) -> bool:
         for name, process in self.processes.items():
@@ -100,7 +106,10 @@ class Stacks:
                 raise RuntimeError(f"{name} exited with {process.returncode}; see {self.folder}")
         try:
             convq = requests.get(f"{self.convq_url}/readyz", timeout=2).status_code == 200
-            return convq and bare_celery(self.bare_redis_url).delay([[1.0]], [[1.0]]).get(timeout=2) == [[1.0]]
+            floor = requests.post(f"{self.floor_url}/bytes", data=b"ready?", timeout=2).content == b"ready?"
+            return (
+                convq and floor and bare_celery(self.bare_redis_url).delay([[1.0]], [[1.0]]).get(timeout=2) == [[1.0]]
+            )
         except Exception:  # not up yet: connection refused, timeout
             return False
 
