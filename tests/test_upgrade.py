@@ -42,7 +42,7 @@ X = torch.rand((150, 150), generator=torch.Generator().manual_seed(0))  # its re
 K = torch.tensor([[1.0, -1.0, 0.5]] * 3)
 CORRELATION = {"input": X.tolist(), "kernel": K.tolist()}
 TRAINING = {"input": X[:40, :40].tolist(), "target_kernel": K.tolist(), "lr": 1e-4, "epochs": 50}
-LONG_TRAINING = TRAINING | {"epochs": 10_000}  # seconds of work: still running when its worker is stopped
+LONG_TRAINING = TRAINING | {"epochs": 40_000}  # ~5 s of work here (10,000 took 1.2 s: within the 1 s grace)
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def _upgrade(previous_release: Path, tmp_path: Path, redis: RedisServer) -> None
         npy = new_api.get(f"/v1/jobs/{job_id}/output.npy")
         assert np.allclose(np.load(io.BytesIO(npy.get_data())), expected, rtol=1e-5, atol=1e-5)
         assert new_api.get(f"/v1/jobs/{job_id}/output.png").status_code == 200  # the request's shapes, either format
-    for job_id, epochs in ((finished["training"], 50), (queued["training"], 50), (running, 10_000)):
+    for job_id, epochs in ((finished["training"], 50), (queued["training"], 50), (running, LONG_TRAINING["epochs"])):
         job = new_api.get(f"/v1/jobs/{job_id}").get_json()
         assert job["status"] == "succeeded" and len(job["result"]["loss_history"]) == epochs, job["error"]
         page = new_api.get(f"/v1/jobs/{job_id}/loss").get_json()
