@@ -7,8 +7,9 @@ thread a nice value of its own: the thread that handles a big request (API) or
 runs a big job (worker) takes BIG_WORK_NICENESS more for that while, then its own
 back, and small jobs' threads win the cores meanwhile (docs/PERFORMANCE.md).
 
-Taking a priority back needs CAP_SYS_NICE or an RLIMIT_NICE of at least 20
-(compose sets that limit). A process allowed neither lowers no priority, or its
+Taking a priority back needs CAP_SYS_NICE or an RLIMIT_NICE of at least 20 (root
+usually has the first; `ulimits: nice: 20` in compose gives the second where the
+Docker daemon may raise it). A process allowed neither lowers no priority, or its
 threads would stay slow for good: `can_take_back` asks the kernel once, on a
 thread of its own.
 """
