@@ -24,6 +24,6 @@ def yielding_when_big(wsgi_app: WsgiApp, niceness: int) -> WsgiApp:
 
 
 def _big(environ: dict) -> bool:
-    length = environ.get("CONTENT_LENGTH") or "0"
+    length = environ.get("CONTENT_LENGTH", "")
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    return chunked or not length.isdigit() or int(length) > INLINE_BYTES
+    return chunked or (length.isdigit() and int(length) > INLINE_BYTES)

@@ -105,11 +105,9 @@ class Stacks:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}; see {self.folder}")
         try:
-            convq = requests.get(f"{self.convq_url}/readyz", timeout=2).status_code == 200
-            floor = requests.post(f"{self.floor_url}/bytes", data=b"ready?", timeout=2).content == b"ready?"
-            return (
-                convq and floor and bare_celery(self.bare_redis_url).delay([[1.0]], [[1.0]]).get(timeout=2) == [[1.0]]
-            )
+            ready = requests.get(f"{self.convq_url}/readyz", timeout=2).status_code == 200
+            ready = ready and requests.post(f"{self.floor_url}/bytes", data=b"ready?", timeout=2).content == b"ready?"
+            return ready and bare_celery(self.bare_redis_url).delay([[1.0]], [[1.0]]).get(timeout=2) == [[1.0]]
         except Exception:  # not up yet: connection refused, timeout
             return False
 

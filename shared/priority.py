@@ -52,15 +52,13 @@ def can_take_back() -> bool:
     def probe() -> None:
         thread = threading.get_native_id()
         own = os.getpriority(os.PRIO_PROCESS, thread)
-        if own >= LOWEST:
-            allowed.append(False)
-            return
-        os.setpriority(os.PRIO_PROCESS, thread, own + 1)
         try:
+            os.setpriority(os.PRIO_PROCESS, thread, own + 1)
             os.setpriority(os.PRIO_PROCESS, thread, own)
-            allowed.append(True)
-        except PermissionError:  # this thread ends here: its lowered priority goes with it
+        except OSError:  # this thread ends here: a priority it lowered goes with it
             allowed.append(False)
+        else:
+            allowed.append(True)
 
     prober = threading.Thread(target=probe, name="priority-probe")
     prober.start()
