@@ -17,7 +17,7 @@ from PIL import Image
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request, Response, Route, expect, sync_playwright
 
 from tests.seed import EDGES, K_2X2, X_3X3, Y_3X3
-from tests.support import REPO
+from tests.support import REPO, wait_until
 
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = [
@@ -495,6 +495,13 @@ def test_sends_the_api_key_as_a_bearer_token_and_keeps_it_for_the_tab(visit):
     visit.page.on("request", record)
     visit.section("Correlation").get_by_role("button", name="Run correlation").click()
     expect(visit.section("Correlation").get_by_role("status")).to_contain_text("succeeded")
+    # The job list is asked for again after the status shows (one run checked before it was).
+
+    def list_asked_for() -> bool:
+        visit.page.wait_for_timeout(50)  # the page's events reach `record` only while Playwright is called
+        return "GET jobs?limit=20" in sent
+
+    wait_until(list_asked_for, 10, "the job list to be asked for", interval=0)
     assert {"POST correlations", "GET jobs?limit=20"} <= set(sent)
     assert any(request.endswith("/events") for request in sent)  # the stream too: why it is not an EventSource
     assert set(sent.values()) == {"Bearer a-test-key"}
