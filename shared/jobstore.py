@@ -794,13 +794,29 @@ class JobStore:
                 time.sleep(0.2)
 
     def _write(self, key: str, value: bytes, ttl: int) -> None:
-        """SET a big value in the bulk Redis, in pieces; none of it is left behind if that fails."""
+        """SET a big value in the bulk Redis, in pieces; none of it is left behind if that fails.
+
+        Under sentinels big values share the replicated primary, and the script that names this key (CREATE,
+        FINISH) may run on the next primary after a failover: so a replica must hold the value before that script
+        runs, as WAIT makes sure of on the connection that wrote it (NotReplicated if none does in time).
+        """
         # In pieces: Redis holds a command's whole argument, and a copy in its AOF buffer, before it runs it.
         view = memoryview(value).cast("B")
+        replicated = self.replica_wait_seconds is not None and self.bulk is self.redis
+
+        def write() -> list:
+            with self.bulk.pipeline(transaction=False) as pipe:
+                pipe.set(key, view[:WRITE_BYTES], ex=ttl)
+                for low in range(WRITE_BYTES, len(value), WRITE_BYTES):
+                    pipe.append(key, view[low : low + WRITE_BYTES])
+                if replicated:
+                    pipe.wait(1, max(1, int(self.replica_wait_seconds * 1000)))
+                return pipe.execute()
+
         try:
-            self.bulk.set(key, view[:WRITE_BYTES], ex=ttl)
-            for low in range(WRITE_BYTES, len(value), WRITE_BYTES):
-                self.bulk.append(key, view[low : low + WRITE_BYTES])
+            replies = self._while_replicas_missing(write)  # repeatable: the SET comes first and replaces
+            if replicated and replies[-1] < 1:
+                raise NotReplicated(f"no replica confirmed {key} within {self.replica_wait_seconds} s")
         except RedisError:
             with contextlib.suppress(RedisError):  # a full Redis still deletes: leave no half value behind
                 self.bulk.delete(key)

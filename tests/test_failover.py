@@ -26,13 +26,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import orjson
 import pytest
 import requests
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from api import create_app
-from shared.jobstore import PATIENT_RETRY, JobKeys, JobStore, NotReplicated, job_keys_pattern
+from shared.jobstore import (
+    INLINE_BYTES,
+    PATIENT_RETRY,
+    JobKeys,
+    JobStore,
+    NotReplicated,
+    attempt_result_key_for,
+    job_keys_pattern,
+)
 from shared.packing import Packed, pack_request, pack_result
 from shared.redis_clients import connect
 from shared.request_models import CorrelationRequest, KernelTrainingRequest, Request
@@ -275,6 +284,25 @@ def test_a_start_or_an_end_no_replica_confirms_is_not_taken_for_done(settings, r
         store.succeed(attempt, pack_result({"output": [[2.0, 2.0]]}, "lists"))
     assert store.start(job_id, "cpu") is None  # that end did reach the replicas: the message is dropped then
     assert store.get(job_id)["status"] == "succeeded"
+
+
+def test_a_big_result_no_replica_holds_never_finishes_its_job(settings, replicated):
+    """Big results share the replicated primary, beside FINISH, not inside it: once a failover lost the result's
+    bytes but not the FINISH retried on the new primary, and the job read succeeded with no result."""
+    store = JobStore.from_settings(settings, patient=True)
+    job_id = store.create(
+        "correlation", packed(CorrelationRequest, {"input": BIG.tolist(), "kernel": KERNEL.tolist()}), "big"
+    )[0]["id"]
+    attempt = store.start(job_id, "cpu")
+    result = pack_result({"output": correlate(BIG, KERNEL)}, "lists")
+    assert len(result) > INLINE_BYTES
+    with replicas_silent(replicated), pytest.raises(NotReplicated, match="result"):
+        store.succeed(attempt, result)
+    assert store.get(job_id)["status"] == "running"  # handed back, not finished without its result
+    assert not store.redis.exists(attempt_result_key_for(job_id, attempt.number))  # nor left behind
+    assert store.succeed(store.start(job_id, "cpu"), result) == "succeeded"
+    output = orjson.loads(orjson.dumps(store.get(job_id)["result"]))["output"]
+    np.testing.assert_allclose(output, correlate(BIG, KERNEL), rtol=1e-5, atol=1e-6)  # float32, as stored
 
 
 def test_a_worker_rides_out_a_primary_short_of_replicas(settings, replicated):
