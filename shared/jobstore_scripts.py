@@ -154,12 +154,17 @@ return {1, redis.call('LLEN', losses_key)}
 # The request's arrays go. ARGV: ttl, attempt (or '' for any), now, status, error JSON, run seconds, run time
 # bucket, packed result or '', '1' if the result is in the bulk Redis.
 # A success asked to cancel becomes cancelled. Returns the final status, or false if not this attempt's to finish.
+# Sent again by the attempt whose big result the record names (its first reply lost to a timeout or a failover,
+# and redis-py retried it), it returns that status again: false would have the caller delete the job's result.
 FINISH = (
     _EXPIRE_JOB
     + """
-local record = redis.call('HMGET', record_key, 'status', 'attempts', 'cancel_requested', 'kind')
+local record = redis.call('HMGET', record_key, 'status', 'attempts', 'cancel_requested', 'kind', 'result_attempt')
 local current = record[1] and (record[1] == 'running' or record[1] == 'queued')
-if not current or ARGV[2] ~= '' and record[2] ~= ARGV[2] then return false end
+if not current or ARGV[2] ~= '' and record[2] ~= ARGV[2] then
+  if ARGV[2] ~= '' and record[5] == ARGV[2] then return record[1] end
+  return false
+end
 local status = ARGV[4]
 if status == 'succeeded' and record[3] then status = 'cancelled' end
 redis.call('HSET', record_key, 'status', status, 'finished_at', ARGV[3])

@@ -1,5 +1,6 @@
 """The job store's guarantees on a real Redis: redelivery and overlapping attempts never duplicate or corrupt a job."""
 
+import dataclasses
 import re
 
 import orjson
@@ -269,6 +270,19 @@ def test_big_arrays_and_results_live_in_the_bulk_redis_with_the_same_guarantees(
     cancelled = store.create("correlation", big, OWNER)[0]["id"]
     store.cancel(cancelled)
     assert not bulk.exists(JobKeys.of(cancelled).arrays)
+
+
+def test_an_end_sent_again_keeps_its_big_result(store):
+    # A FINISH whose reply is lost (a timeout, a failover) is sent again by redis-py's retry: the job has ended by
+    # then, and a "not yours" answer had the worker delete the result the job names (the failover test saw it).
+    job_id = store.create("correlation", REQUEST, OWNER)[0]["id"]
+    attempt = store.start(job_id, "cpu")
+    result = b'{"data": "' + b"r" * (INLINE_BYTES + 1) + b'"}'
+    assert store.succeed(attempt, result) == "succeeded"
+    assert store.succeed(attempt, result) == "succeeded"
+    assert store.result(job_id) == result
+    assert store.succeed(dataclasses.replace(attempt, number=2), result) is None  # another attempt's: refused
+    assert store.result(job_id) == result
 
 
 def test_big_values_go_to_either_redis_as_they_are_without_a_copy(redis_server, own_redis_server):
