@@ -35,7 +35,7 @@ TWO_CHANNEL_INPUT = [[[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[1, 2, 3], [4, 5, 6], [
 TWO_CHANNEL_KERNEL = [[[0, 1], [2, 3]], [[1, 2], [3, 4]]]
 THREE_OUTPUT_KERNEL = [[[[v + k for v in row] for row in channel] for channel in TWO_CHANNEL_KERNEL] for k in range(3)]
 # Enough epochs that the training lasts a second or more: its events then stream in over many chunks.
-EPOCHS = 5000
+EPOCHS = 10_000  # MAX_EPOCHS: 5,000 ran in about half a second on a fast day, too quick for three redraws
 # Records every point count the loss chart shows, in the page, so the test sees each step of its growth.
 RECORD_POINT_COUNTS = """() => {
   window.pointCounts = [];
